@@ -77,7 +77,14 @@ class Settings(BaseSettings):
     lake_dir: Path | None = None
     warehouse_path: Path | None = Field(None, description="DuckDB file of the dbt warehouse.")
     marts_dir: Path | None = Field(None, description="Parquet exports of the marts, read by Feast.")
-    late_data_overlap: timedelta = timedelta(0)
+    late_data_overlap: timedelta = Field(
+        timedelta(0), description="Extraction also re-reads this much before the interval (late events)."
+    )
+    materialize_overlap: timedelta = Field(
+        timedelta(days=28),
+        description="Materialization window reaches back this far before the interval start, so the online "
+        "store self-heals and holds every entity whose latest features are within the feature TTL.",
+    )
 
     # feature store
     feast_repo: Path = Path("feature_repo")

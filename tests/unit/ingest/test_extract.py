@@ -1,0 +1,124 @@
+import hashlib
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import text
+
+from recsys.config import Settings
+from recsys.errors import ExtractError, SourceUnavailableError
+from recsys.ingest.extract import backfill, day_interval, extract_all, extract_interval, partition_path
+from recsys.sources.db import source_engine
+from recsys.sources.simulator import SimulationConfig, simulate
+from recsys.sources.writer import write_site
+
+CFG = SimulationConfig(days=3, n_users=30, initial_items=40, new_items_per_day=5)
+DAY1 = date(2026, 11, 2)
+
+
+@pytest.fixture
+def site_settings(settings: Settings) -> Settings:
+    write_site(settings, simulate(CFG))
+    return settings
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_interval_contains_exactly_its_events(site_settings: Settings) -> None:
+    start, end = day_interval(DAY1)
+    result = extract_interval(site_settings, "events", start, end)
+    table = pq.read_table(result.partition)
+    expected = [e for e in simulate(CFG).events if start <= e["occurred_at"].replace(tzinfo=UTC) < end]
+    assert table.num_rows == result.rows == len(expected)
+    assert set(table.column("event_id").to_pylist()) == {e["event_id"] for e in expected}
+    assert table.schema.field("occurred_at").type.tz == "UTC"
+
+
+def test_rerun_replaces_the_partition_with_identical_bytes(site_settings: Settings) -> None:
+    start, end = day_interval(DAY1)
+    first = {t: sha(r.partition) for t, r in extract_all(site_settings, start, end).items()}
+    second = {t: sha(r.partition) for t, r in extract_all(site_settings, start, end).items()}
+    assert first == second
+    files = list((site_settings.lake / "raw" / "events").rglob("*"))
+    assert [f.name for f in files if f.is_file()] == ["part-0.parquet"]  # no temp files, no duplicates
+
+
+def test_failure_mid_write_leaves_no_partition(site_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recsys.ingest.extract as ex
+
+    start, end = day_interval(DAY1)
+
+    def broken(*args, **kwargs):
+        yield from list(ex._sql_rows(*args, **kwargs))[:5]
+        raise ConnectionError("source went away")
+
+    monkeypatch.setattr(ex, "source_rows", broken)
+    with pytest.raises(ConnectionError):
+        extract_interval(site_settings, "events", start, end, batch_size=2)
+    target = partition_path(site_settings.lake, "events", start)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_unparseable_rows_are_quarantined_with_a_reason(site_settings: Settings) -> None:
+    start, end = day_interval(DAY1)
+    engine = source_engine(site_settings)
+    with engine.begin() as conn:  # SQLite keeps whatever type it is given: a realistic dirty source
+        conn.execute(
+            text(
+                "INSERT INTO events (event_id, user_id, item_id, event_type, occurred_at) "
+                "VALUES ('bad-1', 'not-a-number', 3, 'click', '2026-11-02 10:00:00')"
+            )
+        )
+    result = extract_interval(site_settings, "events", start, end)
+    assert result.quarantined == 1
+    qfile = site_settings.lake / "quarantine" / "events" / "dt=2026-11-02" / "rows.jsonl"
+    entry = json.loads(qfile.read_text().splitlines()[0])
+    assert entry["row"]["event_id"] == "bad-1"
+    assert "not-a-number" in entry["reason"] or "int" in entry["reason"].lower()
+    assert "bad-1" not in pq.read_table(result.partition).column("event_id").to_pylist()
+
+
+def test_empty_interval_writes_an_empty_partition(site_settings: Settings) -> None:
+    start, end = day_interval(date(2027, 1, 1))
+    result = extract_interval(site_settings, "events", start, end)
+    assert result.rows == 0
+    assert pq.read_table(result.partition).num_rows == 0
+
+
+def test_backfill_is_resumable(site_settings: Settings) -> None:
+    first = backfill(site_settings, date(2026, 11, 1), date(2026, 11, 2))
+    assert len(first) == 6  # 2 days x 3 tables
+    again = backfill(site_settings, date(2026, 11, 1), date(2026, 11, 3))
+    assert [r.partition.parent.name for r in again] == ["dt=2026-11-03"] * 3
+
+
+def test_bad_interval_and_table_are_rejected(site_settings: Settings) -> None:
+    start, end = day_interval(DAY1)
+    with pytest.raises(ExtractError, match="inverted"):
+        extract_interval(site_settings, "events", end, start)
+    with pytest.raises(ExtractError, match="unknown source table"):
+        extract_interval(site_settings, "orders", start, end)
+
+
+def test_unreachable_source_names_host_not_password(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, source_url="mysql+pymysql://app:s3cret@127.0.0.1:1/shop")
+    with pytest.raises(SourceUnavailableError) as err:
+        source_engine(s, retries=2, backoff_s=0.01)
+    assert "127.0.0.1:1/shop" in str(err.value)
+    assert "s3cret" not in str(err.value)
+
+
+def test_late_data_overlap_rereads_the_previous_hours(site_settings: Settings) -> None:
+    from datetime import timedelta
+
+    wide = site_settings.model_copy(update={"late_data_overlap": timedelta(hours=6)})
+    start, end = day_interval(DAY1)
+    narrow_rows = extract_interval(site_settings, "events", start, end).rows
+    wide_rows = extract_interval(wide, "events", start, end).rows
+    assert wide_rows > narrow_rows
+    assert datetime(2026, 11, 2, tzinfo=UTC) == start
