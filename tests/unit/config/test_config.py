@@ -39,5 +39,5 @@ def test_mongo_items_without_url_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_config_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECSYS_CONFIG", str(tmp_path / "nope.yaml"))
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
         Settings()

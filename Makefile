@@ -1,0 +1,33 @@
+# One-word entry points. Each target creates/updates the locked environment first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: env demo test test-fast lint bench clean
+
+env: $(UV)
+	$(UV) sync --frozen
+
+$(UV):
+	$(PYTHON) -m pip install --user --quiet uv
+
+demo: env  ## the main job on the embedded default (no servers)
+	$(UV) run recsys demo
+
+test: env  ## every test tier (unit, services, e2e)
+	$(UV) run pytest
+
+test-fast: env  ## code tests only
+	$(UV) run pytest -m "not slow and not e2e"
+
+lint: env
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+bench: env  ## benchmarks; JSON results under bench/results/
+	$(UV) run python -m bench.run
+
+clean:
+	rm -rf var

@@ -1,0 +1,148 @@
+"""The point-in-time training set: marts interactions joined with Feast features, split by time.
+
+Positives (``label = 1``) before ``end - holdout_days`` train; the rest of ``[.., end)`` is the holdout.
+User features come from the ``recommender_vN_user`` feature service as of each interaction (training) or
+as of the holdout start (evaluation); item features and text embeddings come from ``recommender_vN_item``
+as of the holdout start, so nothing from the holdout leaks into training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from recsys.errors import TrainingError
+
+if TYPE_CHECKING:
+    from recsys.config import Settings
+
+log = logging.getLogger(__name__)
+
+USER_FEATURES = ["user_impressions_28d", "user_clicks_28d", "user_ctr_28d"]
+ITEM_FEATURES = ["item_impressions_28d", "item_clicks_28d", "item_ctr_28d"]
+
+
+@dataclass
+class TrainingData:
+    """Everything training and evaluation of one run read, saved beside the run's artifact."""
+
+    train: pd.DataFrame  # user_id, item_id, event_timestamp, *USER_FEATURES
+    test: pd.DataFrame  # user_id, item_id, event_timestamp
+    test_user_features: pd.DataFrame  # index user_id, USER_FEATURES as of holdout_start
+    items: pd.DataFrame  # item_id, embedding, *ITEM_FEATURES
+    holdout_start: datetime
+    user_feature_names: list[str]
+    item_feature_names: list[str]
+
+    @property
+    def popular_item_ids(self) -> np.ndarray:
+        """Items by descending training click count (ties by id), for the fallback and the baseline."""
+        from recsys.model.evaluate import popular_item_ids
+
+        return popular_item_ids(self.train[["user_id", "item_id"]])
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.train.to_parquet(folder / "train.parquet", index=False)
+        self.test.to_parquet(folder / "test.parquet", index=False)
+        self.test_user_features.to_parquet(folder / "test_user_features.parquet")
+        self.items.to_parquet(folder / "items.parquet", index=False)
+        meta = {
+            "holdout_start": self.holdout_start.isoformat(),
+            "user_feature_names": self.user_feature_names,
+            "item_feature_names": self.item_feature_names,
+        }
+        (folder / "training_set.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> TrainingData:
+        meta_path = folder / "training_set.json"
+        if not meta_path.exists():
+            raise TrainingError(f"no training set in {folder}: run the train stage for this interval first.")
+        meta = json.loads(meta_path.read_text())
+        return cls(
+            train=pd.read_parquet(folder / "train.parquet"),
+            test=pd.read_parquet(folder / "test.parquet"),
+            test_user_features=pd.read_parquet(folder / "test_user_features.parquet"),
+            items=pd.read_parquet(folder / "items.parquet"),
+            holdout_start=datetime.fromisoformat(meta["holdout_start"]),
+            user_feature_names=meta["user_feature_names"],
+            item_feature_names=meta["item_feature_names"],
+        )
+
+
+def _positives(settings: Settings, end: datetime) -> pd.DataFrame:
+    path = settings.marts / "fct_interactions.parquet"
+    if not path.exists():
+        raise TrainingError(f"{path} is missing: run the dbt stage first.")
+    frame = pd.read_parquet(path, columns=["user_id", "item_id", "label", "event_timestamp"])
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    positives = frame[(frame["label"] == 1) & (frame["event_timestamp"] < pd.Timestamp(end))]
+    return positives.drop(columns="label").sort_values(["event_timestamp", "user_id", "item_id"], kind="stable")
+
+
+def _user_features(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
+    from recsys.features import historical_features
+
+    frame = historical_features(settings, entities, f"{settings.feature_service_name}_user")
+    frame[USER_FEATURES] = frame[USER_FEATURES].astype("float64").fillna(0.0)
+    return frame
+
+
+def _items(settings: Settings, end: datetime, as_of: datetime) -> pd.DataFrame:
+    from recsys.features import historical_features
+
+    catalog = pd.read_parquet(settings.marts / "item_texts.parquet", columns=["item_id", "updated_at"])
+    catalog = catalog[pd.to_datetime(catalog["updated_at"], utc=True) < pd.Timestamp(end)]
+    entities = pd.DataFrame({"item_id": catalog["item_id"].to_numpy(), "event_timestamp": pd.Timestamp(end)})
+    # Embeddings as of the interval end (every catalog item is encoded); stats as of the holdout start.
+    emb = historical_features(settings, entities, f"{settings.feature_service_name}_item")[["item_id", "embedding"]]
+    stats = historical_features(
+        settings, entities.assign(event_timestamp=pd.Timestamp(as_of)), f"{settings.feature_service_name}_item"
+    )[["item_id", *ITEM_FEATURES]]
+    items = emb.merge(stats, on="item_id", how="left").sort_values("item_id", kind="stable").reset_index(drop=True)
+    missing = items["embedding"].isna()
+    if missing.any():
+        raise TrainingError(
+            f"{int(missing.sum())} catalog items have no text embedding "
+            f"(e.g. {items.loc[missing, 'item_id'].head(5).tolist()}); run the encode stage for this interval first."
+        )
+    items[ITEM_FEATURES] = items[ITEM_FEATURES].astype("float64").fillna(0.0)
+    return items
+
+
+def build(settings: Settings, end: datetime) -> TrainingData:
+    """The training set for a model trained at ``end`` (the data interval end)."""
+    end = end.astimezone(UTC)
+    holdout_start = end - timedelta(days=settings.model.holdout_days)
+    positives = _positives(settings, end)
+    is_test = positives["event_timestamp"] >= pd.Timestamp(holdout_start)
+    train_pos, test_pos = positives[~is_test], positives[is_test].reset_index(drop=True)
+    log.info("training set: %d train positives, %d holdout positives", len(train_pos), len(test_pos))
+    train = (
+        _user_features(settings, train_pos) if len(train_pos) else train_pos.assign(**dict.fromkeys(USER_FEATURES, 0.0))
+    )
+    test_users = pd.DataFrame(
+        {"user_id": sorted(test_pos["user_id"].unique()), "event_timestamp": pd.Timestamp(holdout_start)}
+    )
+    test_feats = (
+        _user_features(settings, test_users).set_index("user_id")[USER_FEATURES]
+        if len(test_users)
+        else pd.DataFrame(columns=USER_FEATURES)
+    )
+    return TrainingData(
+        train=train[["user_id", "item_id", "event_timestamp", *USER_FEATURES]].reset_index(drop=True),
+        test=test_pos,
+        test_user_features=test_feats,
+        items=_items(settings, end, holdout_start),
+        holdout_start=holdout_start,
+        user_feature_names=list(USER_FEATURES),
+        item_feature_names=list(ITEM_FEATURES),
+    )

@@ -1,0 +1,183 @@
+"""Stage functions: what a DAG task, a CLI command and a test each call for one data interval.
+
+Every stage takes the settings and the interval ``[start, end)``, reads and writes the partitions and run
+folders keyed by that interval (never ``now()``), and returns a small JSON-able summary (an Airflow XCom).
+Heavy libraries are imported inside the stage that needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from recsys.config import Settings, project_dir
+from recsys.errors import TrainingError
+from recsys.timing import stage
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(settings: Settings, start: datetime) -> Path:
+    """Working folder of one data interval's training run."""
+    return settings.home / "runs" / f"dt={start:%Y-%m-%d}"
+
+
+def _timings(settings: Settings) -> Path:
+    return settings.home / "timings.jsonl"
+
+
+def _label(start: datetime) -> dict[str, str]:
+    return {"interval": f"{start:%Y-%m-%d}"}
+
+
+def extract_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Sources → raw Parquet partitions of the interval."""
+    from recsys.ingest.extract import extract_all
+
+    with stage("extract", _timings(settings), **_label(start)):
+        results = extract_all(settings, start, end)
+    return {t: {"rows": r.rows, "quarantined": r.quarantined, "path": str(r.partition)} for t, r in results.items()}
+
+
+def validate_raw_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Great Expectations gate on the interval's raw events; raises ValidationFailedError on failure."""
+    from recsys.validation import validate_raw_events
+
+    with stage("validate_raw", _timings(settings), **_label(start)):
+        result = validate_raw_events(settings, start, end)
+    return {"success": result.success, "evaluated": result.evaluated_expectations}
+
+
+def transform_stage(settings: Settings, start: datetime) -> dict[str, Any]:
+    """``dbt build`` (staging → marts, with tests) on the warehouse."""
+    from recsys.transform import build
+
+    with stage("dbt_build", _timings(settings), **_label(start)):
+        result = build(settings)
+    return result.summary()
+
+
+def features_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Feast apply, then materialize ``[start - overlap, end)`` into the online store."""
+    from recsys import features
+
+    with stage("feast_materialize", _timings(settings), **_label(start)):
+        features.apply(settings)
+        since = start - settings.materialize_overlap
+        features.materialize(settings, since, end, views=["user_stats", "item_stats", "user_recent_items"])
+    return {"materialized_from": since.isoformat(), "materialized_to": end.isoformat()}
+
+
+def encode_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Encode new or changed item texts with BERT, then materialize the embedding view."""
+    import pandas as pd
+
+    from recsys import features
+    from recsys.model.encoder import encode_items
+
+    with stage("encode_items", _timings(settings), **_label(start)):
+        items = pd.read_parquet(settings.marts / "item_texts.parquet")
+        counts = encode_items(settings, items)
+        features.apply(settings)
+        features.materialize(settings, start - settings.materialize_overlap, end, views=["item_text_embedding"])
+    return dict(counts)
+
+
+def code_version() -> str:
+    """The git commit of the code that ran (``unknown`` outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=project_dir(), capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=project_dir(), capture_output=True, text=True)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def fingerprint(*frames: Any) -> str:
+    """A short content hash of the training data (stable across runs on identical data)."""
+    import pandas as pd
+
+    h = hashlib.sha256()
+    for frame in frames:
+        h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+    return h.hexdigest()[:16]
+
+
+def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Point-in-time training set from Feast → two-tower training → artifact in the run folder."""
+    from recsys.model import training_set
+    from recsys.model.train import export_artifact, train
+
+    with stage("train", _timings(settings), **_label(start)):
+        data = training_set.build(settings, end)
+        if data.train.empty:
+            raise TrainingError(
+                f"no positive interactions before {data.holdout_start:%Y-%m-%d}; extract more history "
+                "(recsys backfill) before training."
+            )
+        trained = train(data.train, data.items, data.user_feature_names, data.item_feature_names, settings.model)
+        out = run_dir(settings, start)
+        data.save(out)
+        metadata = {
+            "data_interval_start": start.isoformat(),
+            "data_interval_end": end.isoformat(),
+            "feature_service": settings.feature_service_name,
+            "dataset_fingerprint": fingerprint(data.train, data.test),
+            "code_version": code_version(),
+            "bert_checkpoint": settings.model.bert_checkpoint,
+            "history": trained.history,
+        }
+        export_artifact(trained, out / "artifact", data.popular_item_ids, metadata)
+    return {"artifact": str(out / "artifact"), "train_rows": len(data.train), "test_rows": len(data.test)}
+
+
+def evaluate_stage(settings: Settings, start: datetime) -> dict[str, Any]:
+    """Model vs popularity on the time-based holdout; metrics go into the artifact's manifest."""
+    from recsys.model import training_set
+    from recsys.model.evaluate import evaluate_side_by_side
+    from recsys.model.train import load_artifact, model_scorer
+
+    with stage("evaluate", _timings(settings), **_label(start)):
+        out = run_dir(settings, start)
+        data = training_set.TrainingData.load(out)
+        artifact = load_artifact(out / "artifact")
+        metrics = evaluate_side_by_side(
+            model_scorer(artifact, data.test_user_features),
+            data.train[["user_id", "item_id"]],
+            data.test[["user_id", "item_id"]],
+            artifact.item_ids,
+            k=settings.model.top_k,
+        )
+        log.info("holdout metrics: %s", metrics)
+        manifest_path = out / "artifact" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["metrics"] = metrics
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    return metrics
+
+
+def register_stage(settings: Settings, start: datetime) -> dict[str, Any]:
+    """Save the evaluated artifact into the BentoML model store."""
+    from recsys.registry import save_model
+
+    with stage("register", _timings(settings), **_label(start)):
+        artifact = run_dir(settings, start) / "artifact"
+        manifest = json.loads((artifact / "manifest.json").read_text())
+        tag = save_model(settings, artifact, manifest)
+    return {"model_tag": tag}
+
+
+def bento_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str, Any]:
+    """Build a versioned bento that names exactly this model version."""
+    from recsys.registry import build_bento
+
+    with stage("build_bento", _timings(settings), **_label(start)):
+        bento_tag = build_bento(settings, model_tag)
+    return {"bento_tag": bento_tag, "model_tag": model_tag}
