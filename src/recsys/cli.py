@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -65,6 +66,17 @@ def simulate(
     )
     counts = write_site(get_settings(), run_simulation(cfg), replace=replace)
     typer.echo(json.dumps(counts))
+
+
+@app.command("import-movielens")
+def import_movielens(
+    folder: Annotated[Path, typer.Argument(help="A MovieLens release folder (ratings.csv, tags.csv, movies.csv).")],
+    replace: Annotated[bool, typer.Option(help="Overwrite rows already in the source tables.")] = False,
+) -> None:
+    """Import a MovieLens release (ml-latest-small format, or a larger one) into the sources."""
+    from recsys.sources.movielens import import_movielens as run_import
+
+    typer.echo(run_import(get_settings(), folder, replace=replace))
 
 
 @app.command()
