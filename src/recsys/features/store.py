@@ -1,0 +1,233 @@
+"""Feast glue: one programmatic FeatureStore per Settings, apply, materialize and feature retrieval.
+
+The store is configured from :class:`recsys.config.Settings` (never from ``feature_store.yaml`` or the
+current directory). The definitions in ``settings.feast_repo`` are loaded by path, with the paths they
+read from the environment taken from ``settings.tool_env()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recsys.config import Settings
+from recsys.errors import FeatureStoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureStore, FeatureView
+    from feast.feast_object import FeastObject
+
+PROJECT = "recsys"
+ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast 0.67 deprecates anything below 3
+_LOAD_LOCK = threading.Lock()  # loading mutates os.environ, sys.path and sys.modules
+
+
+def repo_config(settings: Settings, *, project: str = PROJECT) -> Any:
+    """The Feast ``RepoConfig`` for ``settings``: file registry, DuckDB offline, SQLite or Redis online."""
+    from feast.repo_config import RepoConfig
+
+    assert settings.feast_registry is not None and settings.online_sqlite_path is not None
+    online: dict[str, Any]
+    if settings.online_store == "redis":
+        online = {"type": "redis", "connection_string": settings.redis_url}
+    else:
+        online = {"type": "sqlite", "path": str(settings.online_sqlite_path)}
+    return RepoConfig(
+        project=project,
+        provider="local",
+        registry=str(settings.feast_registry),
+        offline_store={"type": "duckdb"},
+        online_store=online,
+        repo_path=settings.feast_repo,
+        entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
+    )
+
+
+def feature_store(settings: Settings, *, project: str = PROJECT) -> FeatureStore:
+    """A ``feast.FeatureStore`` configured from ``settings`` (creates the local state directories)."""
+    from feast import FeatureStore
+
+    assert settings.feast_registry is not None and settings.online_sqlite_path is not None
+    settings.feast_registry.parent.mkdir(parents=True, exist_ok=True)
+    if settings.online_store == "sqlite":
+        settings.online_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return FeatureStore(repo_path=str(settings.feast_repo), config=repo_config(settings, project=project))
+    except Exception as exc:
+        raise FeatureStoreError(
+            f"Cannot build the Feast store for project {project!r}: {exc}. "
+            "Check the feast_registry, online_store and redis_url settings."
+        ) from exc
+
+
+@contextmanager
+def _repo_import_context(repo: Path, env: dict[str, str], names: list[str]) -> Iterator[None]:
+    """Import the repo's modules fresh, with ``env`` set, then restore environ, sys.path and sys.modules."""
+    saved_env = {key: os.environ.get(key) for key in env}
+    saved_modules = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    os.environ.update(env)
+    sys.path.insert(0, str(repo))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(repo))
+        for name in names:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved_modules)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _definition_files(repo: Path) -> list[Path]:
+    """The repo's definition modules, as Feast itself lists them (honours ``.feastignore``)."""
+    from feast.repo_operations import get_repo_files
+
+    if not (repo / "feature_store.yaml").is_file():
+        raise FeatureStoreError(
+            f"{repo} is not a Feast repo (no feature_store.yaml): set RECSYS_FEAST_REPO to the feature_repo/ dir."
+        )
+    return [path for path in get_repo_files(repo) if path.parent == repo.resolve()]
+
+
+def definitions(settings: Settings) -> list[FeastObject]:
+    """Load the Entity, FeatureView and FeatureService objects defined in ``settings.feast_repo``."""
+    from feast import Entity, FeatureService, FeatureView
+
+    repo = settings.feast_repo
+    names = [path.stem for path in _definition_files(repo)]
+    found: list[FeastObject] = []
+    with _LOAD_LOCK, _repo_import_context(repo, settings.tool_env(), names):
+        for name in names:
+            try:
+                module = importlib.import_module(name)
+            except Exception as exc:
+                raise FeatureStoreError(f"Feast definitions {repo / name}.py failed to import: {exc}") from exc
+            for value in vars(module).values():
+                if isinstance(value, Entity | FeatureView | FeatureService) and not any(
+                    value is seen for seen in found
+                ):
+                    found.append(value)
+    return found
+
+
+def apply(settings: Settings, *, project: str = PROJECT) -> None:
+    """Register every definition in ``settings.feast_repo`` and create its online tables (idempotent)."""
+    objects = definitions(settings)
+    if not objects:
+        raise FeatureStoreError(f"No Feast definitions found in {settings.feast_repo}: check .feastignore.")
+    store = feature_store(settings, project=project)
+    try:
+        store.apply(objects)
+    except Exception as exc:
+        raise FeatureStoreError(f"feast apply for project {project!r} failed: {exc}") from exc
+
+
+def _source_path(view: FeatureView) -> Path | None:
+    path = getattr(view.batch_source, "path", None)
+    return Path(path) if path and "://" not in path else None
+
+
+def _require_sources(views: list[FeatureView]) -> None:
+    missing = [f"{v.name}: {p}" for v in views if (p := _source_path(v)) is not None and not p.exists()]
+    if missing:
+        raise FeatureStoreError(
+            "Offline source files are missing (" + "; ".join(missing) + "). "
+            "Build and export the marts (dbt) and the item embeddings first."
+        )
+
+
+def _check_window(start: datetime, end: datetime) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise FeatureStoreError(f"Materialization window [{start}, {end}) must be timezone-aware (UTC).")
+    if start >= end:
+        raise FeatureStoreError(f"Materialization window is empty: start {start} is not before end {end}.")
+
+
+def _views(store: FeatureStore, names: list[str] | None) -> list[FeatureView]:
+    known = {view.name: view for view in store.list_feature_views()}
+    if not known:
+        raise FeatureStoreError("The Feast registry has no feature views: run recsys.features.apply() first.")
+    unknown = sorted(set(names or []) - set(known))
+    if unknown:
+        raise FeatureStoreError(f"Unknown feature views {unknown}; registered: {sorted(known)}.")
+    return [known[name] for name in names] if names else list(known.values())
+
+
+def materialize(
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    views: list[str] | None = None,
+    *,
+    project: str = PROJECT,
+) -> None:
+    """Load the latest feature row per entity with ``start <= event_timestamp <= end`` into the online store.
+
+    The caller (Airflow) owns the window: pass the data interval start minus the late-data overlap, and the
+    interval end. Feast includes rows stamped exactly at ``end``, which a daily mart needs: a day's feature
+    row is stamped at the day's end (the interval end); re-writing it in the next run is a harmless upsert.
+    ``views`` limits materialization to those feature views (default: all). Both datetimes must be tz-aware.
+    """
+    _check_window(start, end)
+    store = feature_store(settings, project=project)
+    selected = _views(store, views)
+    _require_sources(selected)
+    try:
+        store.materialize(start_date=start, end_date=end, feature_views=[v.name for v in selected])
+    except Exception as exc:
+        raise FeatureStoreError(f"Materializing [{start}, {end}) into the online store failed: {exc}") from exc
+
+
+def _service(store: FeatureStore, service: str) -> Any:
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        return store.get_feature_service(service)
+    except FeatureServiceNotFoundException as exc:
+        known = sorted(s.name for s in store.list_feature_services())
+        raise FeatureStoreError(
+            f"Feature service {service!r} is not registered (known: {known}); run recsys.features.apply()."
+        ) from exc
+
+
+def historical_features(
+    settings: Settings, entity_df: pd.DataFrame, service: str, *, project: str = PROJECT
+) -> pd.DataFrame:
+    """Point-in-time join of the named feature service onto ``entity_df`` (join keys + ``event_timestamp``)."""
+    if "event_timestamp" not in entity_df.columns:
+        raise FeatureStoreError(
+            f"entity_df needs an 'event_timestamp' column (UTC) next to the join keys; got {list(entity_df.columns)}."
+        )
+    store = feature_store(settings, project=project)
+    feature_service = _service(store, service)
+    _require_sources([store.get_feature_view(p.name) for p in feature_service.feature_view_projections])
+    try:
+        return store.get_historical_features(entity_df=entity_df, features=feature_service).to_df()
+    except Exception as exc:
+        raise FeatureStoreError(f"Historical retrieval for feature service {service!r} failed: {exc}") from exc
+
+
+def online_features(store: FeatureStore, service: str, entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Latest online values of the named feature service for ``entity_rows`` (e.g. ``[{"user_id": 1}]``).
+
+    Returns ``{column: [value per row]}``, join keys included; entities without online rows get ``None``.
+    """
+    if not entity_rows:
+        raise FeatureStoreError("entity_rows is empty: pass at least one {join_key: id} row.")
+    feature_service = _service(store, service)
+    try:
+        response = store.get_online_features(features=feature_service, entity_rows=entity_rows)
+    except Exception as exc:
+        raise FeatureStoreError(f"Online retrieval for feature service {service!r} failed: {exc}") from exc
+    return dict(response.to_dict())
