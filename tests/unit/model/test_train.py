@@ -1,0 +1,154 @@
+"""Training recovers a planted preference; the artifact round-trips; bad training input fails clearly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.config import ModelSettings
+from recsys.errors import RegistryError, TrainingError
+from recsys.model.train import (
+    ARTIFACT_FILES,
+    TrainedModel,
+    export_artifact,
+    latest_user_features,
+    load_artifact,
+    model_scorer,
+    recommend,
+    train,
+)
+
+CFG = ModelSettings(embedding_dim=8, epochs=25, batch_size=32, learning_rate=0.05, temperature=0.1, seed=3)
+METADATA = {
+    "metrics": {"model": {"recall@5": 1.0}, "popularity": {"recall@5": 0.5}},
+    "data_interval_start": "2024-01-01T00:00:00+00:00",
+    "data_interval_end": "2024-01-08T00:00:00+00:00",
+    "feature_service": "recommender_v1",
+    "dataset_fingerprint": "abc",
+    "code_version": "test",
+    "bert_checkpoint": "tiny",
+}
+
+
+def planted_items(text_dim: int = 8) -> pd.DataFrame:
+    """Items 100-109 are topic A, 110-119 topic B: text vectors near two orthogonal directions."""
+    rng = np.random.default_rng(0)
+    centres = np.eye(text_dim, dtype=np.float32)[:2]
+    vectors = [centres[i // 10] + 0.3 * rng.normal(size=text_dim).astype(np.float32) for i in range(20)]
+    return pd.DataFrame(
+        {
+            "item_id": np.arange(100, 120, dtype=np.int64),
+            "embedding": [v / np.linalg.norm(v) for v in vectors],
+            "item_clicks_28d": rng.integers(0, 50, 20).astype(float),
+        }
+    )
+
+
+def planted_interactions() -> pd.DataFrame:
+    """Users 0-9 like only topic A (items 100-109), users 10-19 only topic B; 6 positives each."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for user in range(20):
+        base = 100 if user < 10 else 110
+        for n, item in enumerate(rng.choice(10, size=6, replace=False)):
+            rows.append(
+                (
+                    user,
+                    base + int(item),
+                    pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(hours=n),
+                    float(rng.integers(0, 30)),
+                )
+            )
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "event_timestamp", "user_clicks_28d"])
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    return train(planted_interactions(), planted_items(), ["user_clicks_28d"], ["item_clicks_28d"], CFG)
+
+
+def _features(user_ids: list[int]) -> np.ndarray:
+    return np.full((len(user_ids), 1), 10.0, np.float32)
+
+
+def test_training_recovers_the_planted_topics(trained: TrainedModel) -> None:
+    assert trained.history[-1] < trained.history[0]
+    users = list(range(20))
+    recs = recommend(trained, users, _features(users), k=5)
+    on_topic = [np.mean((r.item_ids < 110) == (u < 10)) for u, r in zip(users, recs, strict=True)]
+    assert np.mean(on_topic) >= 0.9, on_topic
+
+
+def test_item_matrix_is_unit_norm_and_aligned(trained: TrainedModel) -> None:
+    assert trained.item_embeddings.shape == (20, 8) and trained.item_embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(trained.item_embeddings, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(trained.item_ids, np.arange(100, 120))
+
+
+def test_exclusions_are_respected(trained: TrainedModel) -> None:
+    seen = {0: set(range(100, 110))}
+    [ranked] = recommend(trained, [0], _features([0]), k=15, exclude=seen)
+    assert not set(ranked.item_ids.tolist()) & seen[0]
+    assert len(ranked.item_ids) == 10 and np.all(np.diff(ranked.scores) <= 0)
+
+
+def test_artifact_round_trip_gives_the_same_recommendations(trained: TrainedModel, tmp_path: Path) -> None:
+    out = export_artifact(trained, tmp_path / "v1", popular_item_ids=[105, 112, 100], metadata=METADATA)
+    assert sorted(p.name for p in out.iterdir()) == sorted(ARTIFACT_FILES)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["user_feature_names"] == ["user_clicks_28d"]
+    assert manifest["feature_service"] == "recommender_v1" and manifest["metrics"] == METADATA["metrics"]
+    artifact = load_artifact(out)
+    assert artifact.popular_item_ids.dtype == np.int64 and artifact.popular_item_ids.tolist() == [105, 112, 100]
+    users = [0, 7, 15, 999]  # 999 is unknown: answered through the OOV bucket
+    before = recommend(trained, users, _features(users), k=5)
+    after = recommend(artifact, users, _features(users), k=5)
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_array_equal(b.item_ids, a.item_ids)
+        np.testing.assert_allclose(b.scores, a.scores, atol=1e-5)
+
+
+def test_export_refuses_incomplete_metadata_and_used_dirs(trained: TrainedModel, tmp_path: Path) -> None:
+    without_metrics = {k: v for k, v in METADATA.items() if k != "metrics"}  # evaluate adds them later
+    assert (export_artifact(trained, tmp_path / "m", [1], without_metrics) / "manifest.json").is_file()
+    with pytest.raises(TrainingError, match="dataset_fingerprint"):
+        export_artifact(trained, tmp_path / "a", [1], {k: v for k, v in METADATA.items() if k != "dataset_fingerprint"})
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("")
+    with pytest.raises(TrainingError, match="not empty"):
+        export_artifact(trained, tmp_path / "b", [1], METADATA)
+    with pytest.raises(RegistryError, match=r"user_tower\.keras"):
+        load_artifact(tmp_path / "b")
+
+
+def test_model_scorer_scores_every_item(trained: TrainedModel) -> None:
+    feats = latest_user_features(planted_interactions(), ["user_clicks_28d"])
+    scores = model_scorer(trained, feats)(np.array([0, 12, 999]))
+    assert scores.shape == (3, 20)
+    assert scores[0, :10].mean() > scores[0, 10:].mean() and scores[1, 10:].mean() > scores[1, :10].mean()
+
+
+def test_user_feature_width_is_checked(trained: TrainedModel) -> None:
+    with pytest.raises(ValueError, match="expects 1"):
+        recommend(trained, [0], np.zeros((1, 3), np.float32), k=3)
+
+
+def test_unknown_items_and_empty_training_sets_fail_clearly() -> None:
+    pairs = planted_interactions()
+    with pytest.raises(TrainingError, match="without an embedding"):
+        train(pairs.assign(item_id=pairs["item_id"] + 1000), planted_items(), ["user_clicks_28d"], [], CFG)
+    with pytest.raises(TrainingError, match="no positive interactions"):
+        train(pairs.iloc[:0], planted_items(), ["user_clicks_28d"], [], CFG)
+    with pytest.raises(TrainingError, match="lacks columns"):
+        train(pairs, planted_items(), ["user_age"], [], CFG)
+
+
+def test_training_is_seeded() -> None:
+    cfg = CFG.model_copy(update={"epochs": 2})
+    runs = [train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg) for _ in range(2)]
+    assert runs[0].history == runs[1].history
+    np.testing.assert_array_equal(runs[0].item_embeddings, runs[1].item_embeddings)
