@@ -132,7 +132,6 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
             "dataset_fingerprint": fingerprint(data.train, data.test),
             "code_version": code_version(),
             "bert_checkpoint": settings.model.bert_checkpoint,
-            "history": trained.history,
         }
         export_artifact(trained, out / "artifact", data.popular_item_ids, metadata)
     return {"artifact": str(out / "artifact"), "train_rows": len(data.train), "test_rows": len(data.test)}

@@ -1,0 +1,1 @@
+{{ rolling_engagement_features('item_id', 'item') }}

@@ -1,0 +1,37 @@
+with
+
+items as (
+    select * from {{ ref('stg_catalog__items') }}
+),
+
+with_text as (
+    select
+        item_id,
+        title,
+        category,
+        -- the text the BERT item encoder reads; empty parts are skipped
+        concat_ws(
+            ' | ',
+            nullif(trim(title), ''),
+            nullif(trim(category), ''),
+            nullif(array_to_string(tags, ', '), ''),
+            nullif(trim(body), '')
+        ) as text,
+        updated_at
+    from items
+),
+
+final as (
+    select
+        item_id,
+        title,
+        category,
+        text,
+        md5(text) as content_hash,
+        updated_at,
+        updated_at as event_timestamp
+    from with_text
+)
+
+select * from final
+order by item_id

@@ -1,0 +1,1 @@
+{{ rolling_engagement_features('user_id', 'user') }}

@@ -1,0 +1,32 @@
+-- Latest version of each user (change capture: one raw row per version).
+with
+
+source as (
+    select * from {{ source('app', 'users') }}
+),
+
+renamed as (
+    select
+        cast(user_id as bigint) as user_id,
+        cast(created_at as timestamptz) as created_at,
+        cast(country as varchar) as country,
+        cast(age_band as varchar) as age_band,
+        cast(updated_at as timestamptz) as updated_at,
+        cast(_interval_start as timestamptz) as extracted_interval_start
+    from source
+),
+
+latest_version as (
+    select *
+    from renamed
+    qualify row_number() over (
+        partition by user_id
+        order by updated_at desc, extracted_interval_start desc
+    ) = 1
+),
+
+final as (
+    select * from latest_version
+)
+
+select * from final

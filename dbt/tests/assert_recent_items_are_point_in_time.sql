@@ -1,0 +1,24 @@
+-- Point-in-time rule: every item listed in user_recent_items for a row must have a positive interaction
+-- of that user strictly before the row's event_timestamp. Returns the offending (row, item) pairs.
+with
+
+recent as (
+    select user_id, feature_date, event_timestamp, unnest(recent_item_ids) as item_id
+    from {{ ref('user_recent_items') }}
+),
+
+positives as (
+    select user_id, item_id, occurred_at
+    from {{ ref('fct_interactions') }}
+    where label = 1
+)
+
+select recent.*
+from recent
+where not exists (
+    select 1
+    from positives
+    where positives.user_id = recent.user_id
+        and positives.item_id = recent.item_id
+        and positives.occurred_at < recent.event_timestamp
+)

@@ -1,0 +1,218 @@
+"""Run ``dbt build`` on the project's ``dbt/`` folder in this process, configured from :class:`Settings`.
+
+dbt reads paths and connections from env vars (see ``dbt/profiles.yml``); they are set from
+``Settings.tool_env()`` for the duration of the call only. dbt's target and log folders live under
+``{home}/dbt`` so a build never writes into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys.config import Settings, project_dir
+from recsys.errors import TransformError
+
+RAW_TABLES = ("events", "users", "items")
+FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
+TARGET_ENV = "RECSYS_DBT_TARGET"
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """Outcome of one dbt node (model, test, unit test) in a build."""
+
+    unique_id: str
+    name: str
+    resource_type: str
+    status: str
+    seconds: float
+    message: str | None
+    failures: int | None
+    compiled_path: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True for errors and failing tests (not for skipped nodes or warnings)."""
+        return self.status in FAILED_STATUSES
+
+
+@dataclass(frozen=True)
+class DbtBuildResult:
+    """All node outcomes of one ``dbt build`` and its wall time."""
+
+    success: bool
+    nodes: tuple[NodeResult, ...]
+    seconds: float
+
+    @property
+    def failed(self) -> tuple[NodeResult, ...]:
+        """The nodes that errored or whose test failed."""
+        return tuple(n for n in self.nodes if n.failed)
+
+    def statuses(self) -> dict[str, str]:
+        """``{node name: status}``, handy for logs and assertions."""
+        return {n.name: n.status for n in self.nodes}
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-able summary (an Airflow XCom): success, seconds, node counts by type and status."""
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            key = f"{n.resource_type}:{n.status}"
+            counts[key] = counts.get(key, 0) + 1
+        return {"success": self.success, "seconds": round(self.seconds, 3), "nodes": counts}
+
+
+def dbt_project_dir() -> Path:
+    """The repository's dbt project (holds ``dbt_project.yml`` and ``profiles.yml``)."""
+    return project_dir() / "dbt"
+
+
+def build(settings: Settings, select: str | None = None, full_refresh: bool = False) -> DbtBuildResult:
+    """Run ``dbt build`` (models, their tests and unit tests) and return every node's outcome.
+
+    ``select`` is a dbt selection (e.g. ``"+user_daily_features"``, space-separated for several); tests
+    run when all the models they read are selected or upstream of the selection.
+    Raises :class:`TransformError` naming each failed node and its message, or when the raw lake lacks
+    a table or dbt cannot start.
+    """
+    env = settings.tool_env()
+    local = os.environ.get(TARGET_ENV, "duckdb") == "duckdb"
+    if local:
+        _check_raw_lake(settings.lake)
+        _prepare_local_outputs(settings)
+    args = _build_args(settings, select, full_refresh)
+    start = time.perf_counter()
+    with _temporary_env(env):
+        outcome = _invoke(args)
+    result = _to_result(outcome, time.perf_counter() - start)
+    if local:
+        _drop_placeholder_rows(settings.marts, result)
+    if not result.success:
+        raise TransformError(_failure_summary(result))
+    return result
+
+
+def _check_raw_lake(lake: Path) -> None:
+    missing = [t for t in RAW_TABLES if not any((lake / "raw" / t).glob("dt=*/*.parquet"))]
+    if missing:
+        raise TransformError(
+            f"The raw lake {lake / 'raw'} has no partition for {', '.join(missing)}: dbt reads "
+            "raw/<table>/dt=YYYY-MM-DD/part-0.parquet. Run the extract stage for at least one interval first."
+        )
+
+
+def _prepare_local_outputs(settings: Settings) -> None:
+    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    settings.marts.mkdir(parents=True, exist_ok=True)
+
+
+def _drop_placeholder_rows(marts: Path, result: DbtBuildResult) -> None:
+    """dbt-duckdb writes an empty model as one all-NULL row (to keep the types); make it a zero-row file.
+
+    Feast and the trainer read the Parquet files directly and would otherwise see a row with null ids.
+    """
+    import pyarrow.parquet as pq
+
+    for node in result.nodes:
+        path = marts / f"{node.name}.parquet"
+        if node.resource_type != "model" or node.status != "success" or not path.is_file():
+            continue
+        if pq.ParquetFile(path).metadata.num_rows != 1:
+            continue
+        table = pq.read_table(path)
+        if all(column.null_count == 1 for column in table.columns):
+            pq.write_table(table.slice(0, 0), path)
+
+
+def _build_args(settings: Settings, select: str | None, full_refresh: bool) -> list[str]:
+    project = dbt_project_dir()
+    if not (project / "dbt_project.yml").is_file():
+        raise TransformError(f"No dbt project at {project}: set RECSYS_PROJECT_DIR to the repository root.")
+    work = settings.home / "dbt"
+    args = [
+        "build",
+        "--project-dir", str(project),
+        "--profiles-dir", str(project),
+        "--target-path", str(work / "target"),
+        "--log-path", str(work / "logs"),
+        "--no-send-anonymous-usage-stats",
+        "--no-version-check",
+        "--no-use-colors",
+    ]  # fmt: skip
+    if select:
+        # only tests whose parents are all built (or upstream of the selection): no test on a stale model
+        args += ["--select", *select.split(), "--indirect-selection", "buildable"]
+    if full_refresh:
+        args.append("--full-refresh")
+    return args
+
+
+@contextmanager
+def _temporary_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set env vars for the block, then restore the previous values (or absence)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _invoke(args: list[str]) -> Any:
+    from dbt.cli.main import dbtRunner
+
+    outcome = dbtRunner().invoke(args)
+    if outcome.exception is not None:
+        raise TransformError(
+            f"dbt could not run ({type(outcome.exception).__name__}: {outcome.exception}); "
+            f"check dbt/ and the logs under the --log-path given: {' '.join(args)}"
+        ) from outcome.exception
+    return outcome
+
+
+def _to_result(outcome: Any, seconds: float) -> DbtBuildResult:
+    run_results = getattr(outcome.result, "results", None) or []
+    nodes = tuple(_node_result(r) for r in run_results)
+    success = bool(outcome.success) and not any(n.failed for n in nodes)
+    return DbtBuildResult(success=success, nodes=nodes, seconds=seconds)
+
+
+def _node_result(run_result: Any) -> NodeResult:
+    node = run_result.node
+    status = run_result.status
+    return NodeResult(
+        unique_id=node.unique_id,
+        name=node.name,
+        resource_type=str(getattr(node.resource_type, "value", node.resource_type)),
+        status=str(getattr(status, "value", status)),
+        seconds=float(run_result.execution_time or 0.0),
+        message=run_result.message,
+        failures=run_result.failures,
+        compiled_path=getattr(node, "compiled_path", None),
+    )
+
+
+def _describe_failure(node: NodeResult) -> str:
+    line = f"- {node.resource_type} {node.name}: {node.status}: {(node.message or '').strip()}"
+    if node.resource_type == "test" and node.status == "fail" and node.compiled_path:
+        line += f" (the query {node.compiled_path} returns the offending rows)"
+    return line
+
+
+def _failure_summary(result: DbtBuildResult) -> str:
+    failed = result.failed
+    skipped = sum(1 for n in result.nodes if n.status == "skipped")
+    lines = [f"dbt build failed: {len(failed)} node(s) failed, {skipped} skipped."]
+    lines += [_describe_failure(n) for n in failed]
+    lines.append("Fix the data or the model named above, then re-run the build (it is idempotent).")
+    return "\n".join(lines)

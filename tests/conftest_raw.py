@@ -1,0 +1,134 @@
+"""Write tiny raw lake partitions exactly as docs/contracts.md specifies, for tests of later stages.
+
+``{lake_dir}/raw/{table}/dt=YYYY-MM-DD/part-0.parquet`` with the exact Arrow schemas below. Build rows with
+:func:`event`, :func:`user` and :func:`item`, then call :func:`write_partition`; ``_interval_start`` is
+filled with the partition day's midnight UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TS = pa.timestamp("us", tz="UTC")
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.int64()),
+        ("item_id", pa.int64()),
+        ("event_type", pa.string()),
+        ("value", pa.float64()),
+        ("session_id", pa.string()),
+        ("position", pa.int32()),
+        ("occurred_at", TS),
+        ("_interval_start", TS),
+    ]
+)
+USERS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("created_at", TS),
+        ("updated_at", TS),
+        ("country", pa.string()),
+        ("age_band", pa.string()),
+        ("_interval_start", TS),
+    ]
+)
+ITEMS_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("title", pa.string()),
+        ("body", pa.string()),
+        ("category", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("published_at", TS),
+        ("updated_at", TS),
+        ("_interval_start", TS),
+    ]
+)
+SCHEMAS: dict[str, pa.Schema] = {"events": EVENTS_SCHEMA, "users": USERS_SCHEMA, "items": ITEMS_SCHEMA}
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    """A timezone-aware UTC datetime (shorthand for fixtures)."""
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def event(
+    event_id: str,
+    user_id: int,
+    item_id: int,
+    event_type: str,
+    occurred_at: datetime,
+    value: float | None = None,
+    session_id: str = "s1",
+    position: int | None = 0,
+) -> dict[str, Any]:
+    """One raw events row."""
+    return {
+        "event_id": event_id,
+        "user_id": user_id,
+        "item_id": item_id,
+        "event_type": event_type,
+        "value": value,
+        "session_id": session_id,
+        "position": position,
+        "occurred_at": occurred_at,
+    }
+
+
+def user(user_id: int, updated_at: datetime, country: str = "DE", age_band: str = "25-34") -> dict[str, Any]:
+    """One raw users row (a version of the user as of ``updated_at``)."""
+    return {
+        "user_id": user_id,
+        "created_at": utc(2024, 1, 1),
+        "updated_at": updated_at,
+        "country": country,
+        "age_band": age_band,
+    }
+
+
+def item(
+    item_id: int,
+    updated_at: datetime,
+    title: str = "",
+    body: str = "",
+    category: str = "news",
+    tags: list[str] | None = None,
+) -> dict[str, Any]:
+    """One raw items row (a version of the item as of ``updated_at``)."""
+    return {
+        "item_id": item_id,
+        "title": title or f"Item {item_id}",
+        "body": body or f"Body of item {item_id}.",
+        "category": category,
+        "tags": tags if tags is not None else [],
+        "published_at": utc(2024, 1, 1),
+        "updated_at": updated_at,
+    }
+
+
+def partition_path(lake_dir: Path, table: str, day: date) -> Path:
+    """Where the contract puts a table's partition for one interval day."""
+    return lake_dir / "raw" / table / f"dt={day.isoformat()}" / "part-0.parquet"
+
+
+def write_partition(lake_dir: Path, table: str, day: date, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write ``rows`` as the ``table`` partition of ``day`` (replacing it) and return its path.
+
+    ``_interval_start`` defaults to ``day`` at midnight UTC; columns missing from a row are null.
+    """
+    schema = SCHEMAS[table]
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    filled = [{"_interval_start": start, **row} for row in rows]
+    columns = {f.name: [row.get(f.name) for row in filled] for f in schema}
+    path = partition_path(lake_dir, table, day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns, schema=schema), path)
+    return path
