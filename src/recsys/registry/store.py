@@ -1,0 +1,249 @@
+"""The model registry (BentoML's local model store) and bento builds pinned to one model version.
+
+BentoML home: BentoML resolves ``BENTOML_HOME`` once per process into cached stores. :func:`bentoml_for` sets
+``BENTOML_HOME`` from ``settings.bentoml_home`` *before* BentoML first touches its stores and imports bentoml
+lazily, so library callers never see ``~/bentoml``. A process should use one home; if it does switch
+settings (a test suite does), :func:`bentoml_for` re-points BentoML's cached stores at the new home, as BentoML's
+own pytest plugin does. Subprocesses (``bentoml build``, ``bentoml serve``) always get the home via env.
+
+Bento builds run ``bentoml build`` in a subprocess (a clean import of the service module each time) from a
+staged build context: ``bentos/recommender`` plus a copy of the ``recsys`` package source, so the bento is
+self-contained (its ``src/`` carries the code it imports). The model version is pinned with a bento template
+argument (``--arg model_tag=name:version``), which BentoML records in ``bento.yaml`` and re-applies whenever the
+bento is served; the build is then checked to list exactly that one model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import recsys
+from recsys.config import Settings, project_dir
+from recsys.errors import ConfigError, RegistryError
+from recsys.serving.artifact import ARTIFACT_FILES, ArtifactError, check_artifact_dir, read_manifest
+from recsys.serving.client import bentoml_subprocess_env
+
+log = logging.getLogger(__name__)
+
+BENTO_SOURCE = Path("bentos") / "recommender"
+LABEL_KEYS = ("feature_service", "code_version", "dataset_fingerprint")
+BUILD_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """One model version in the store."""
+
+    tag: str
+    name: str
+    version: str
+    path: Path
+    metadata: dict[str, Any]
+    labels: dict[str, str]
+    created_at: datetime
+
+
+def bentoml_for(settings: Settings) -> ModuleType:
+    """The ``bentoml`` module, its stores bound to ``settings.bentoml_home`` (set before first use)."""
+    home = _home(settings)
+    os.environ["BENTOML_HOME"] = str(home)
+    import bentoml
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    if Path(BentoMLContainer.bentoml_home.get()).resolve() != home:
+        _rebind_home(BentoMLContainer, home)
+    return bentoml
+
+
+def _home(settings: Settings) -> Path:
+    if settings.bentoml_home is None:
+        raise RegistryError("settings.bentoml_home is not set: set RECSYS_BENTOML_HOME or RECSYS_HOME.")
+    return settings.bentoml_home.resolve()
+
+
+def _rebind_home(container: Any, home: Path) -> None:
+    """Point BentoML's cached home, store dirs and stores at ``home`` (they are per-process singletons)."""
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.models import ModelStore
+
+    log.info("re-pointing BentoML from %s to %s", container.bentoml_home.get(), home)
+    dirs = {"bentos": home / "bentos", "models": home / "models", "envs": home / "envs", "tmp": home / "tmp"}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    container.bentoml_home.set(str(home))
+    container.bento_store_dir.set(str(dirs["bentos"]))
+    container.model_store_dir.set(str(dirs["models"]))
+    container.env_store_dir.set(str(dirs["envs"]))
+    container.tmp_bento_store_dir.set(str(dirs["tmp"]))
+    container.bento_store.set(BentoStore(str(dirs["bentos"])))
+    container.model_store.set(ModelStore(str(dirs["models"])))
+    container.tmp_bento_store.set(BentoStore(str(dirs["tmp"])))
+
+
+def _full_tag(settings: Settings, tag: str) -> str:
+    """``name:version`` from a bare version, ``latest`` or a full tag."""
+    return tag if ":" in tag else f"{settings.model_name}:{tag}"
+
+
+def _labels(metadata: dict[str, Any], extra: dict[str, str] | None) -> dict[str, str]:
+    labels = {key: str(metadata[key]) for key in LABEL_KEYS if metadata.get(key) is not None}
+    labels.update(extra or {})
+    return labels
+
+
+def _copy_artifact(artifact_dir: Path, target: Path) -> None:
+    for name in ARTIFACT_FILES:
+        source = artifact_dir / name
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        else:
+            shutil.copy2(source, target / name)
+
+
+def save_model(
+    settings: Settings, artifact_dir: Path, metadata: dict[str, Any], labels: dict[str, str] | None = None
+) -> str:
+    """Register the artifact in ``artifact_dir`` as a new version of ``settings.model_name``; return its tag.
+
+    The stored metadata is the artifact's ``manifest.json`` updated with ``metadata`` (values made JSON-safe);
+    labels default to the manifest's feature service, code version and dataset fingerprint, plus ``labels``.
+    """
+    artifact_dir = Path(artifact_dir)
+    try:
+        check_artifact_dir(artifact_dir)
+        merged = json.loads(json.dumps({**read_manifest(artifact_dir), **metadata}, default=str))
+    except ArtifactError as exc:
+        raise RegistryError(f"cannot register {artifact_dir}: {exc}") from exc
+    bentoml = bentoml_for(settings)
+    try:
+        with bentoml.models.create(name=settings.model_name, labels=_labels(merged, labels), metadata=merged) as model:
+            _copy_artifact(artifact_dir, Path(model.path))
+    except (ValueError, OSError, bentoml.exceptions.BentoMLException) as exc:
+        raise RegistryError(f"saving {artifact_dir} to the model store {_home(settings)} failed: {exc}") from exc
+    log.info("registered %s from %s", model.tag, artifact_dir)
+    return str(model.tag)
+
+
+def _registered(model: Any) -> RegisteredModel:
+    return RegisteredModel(
+        tag=str(model.tag),
+        name=model.tag.name,
+        version=str(model.tag.version),
+        path=Path(model.path),
+        metadata=dict(model.info.metadata),
+        labels=dict(model.info.labels),
+        created_at=model.info.creation_time,
+    )
+
+
+def get_model(settings: Settings, tag: str = "latest") -> RegisteredModel:
+    """The registered model ``tag`` (a version, ``latest`` or ``name:version``); RegistryError if absent."""
+    bentoml = bentoml_for(settings)
+    full = _full_tag(settings, tag)
+    try:
+        return _registered(bentoml.models.get(full))
+    except bentoml.exceptions.NotFound:
+        raise RegistryError(
+            f"model {full} is not in the model store {_home(settings)}: register one with save_model "
+            "(the training DAG's register step), or list versions with list_models."
+        ) from None
+    except bentoml.exceptions.BentoMLException as exc:
+        raise RegistryError(f"reading model {full} from {_home(settings)} failed: {exc}") from exc
+
+
+def list_models(settings: Settings) -> list[RegisteredModel]:
+    """Every version of ``settings.model_name`` in the store, newest first."""
+    bentoml = bentoml_for(settings)
+    try:
+        models = [_registered(m) for m in bentoml.models.list(settings.model_name)]
+    except bentoml.exceptions.NotFound:
+        return []
+    return sorted(models, key=lambda m: m.created_at, reverse=True)
+
+
+def bento_models(settings: Settings, bento_tag: str) -> list[str]:
+    """The model tags a built bento names (a correctly built recommender bento names exactly one)."""
+    bentoml = bentoml_for(settings)
+    try:
+        bento = bentoml.bentos.get(bento_tag)
+    except bentoml.exceptions.NotFound:
+        raise RegistryError(f"bento {bento_tag} is not in {_home(settings)}: build it with build_bento.") from None
+    return [str(model.tag) for model in bento.info.all_models]
+
+
+def stage_build_context(settings: Settings, target: Path) -> Path:
+    """Copy ``bentos/recommender`` and the ``recsys`` package source into ``target`` (a bento build context)."""
+    source = project_dir() / BENTO_SOURCE
+    if not (source / "bentofile.yaml").is_file():
+        raise RegistryError(f"{source} has no bentofile.yaml: set RECSYS_PROJECT_DIR to the repository root.")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(source, target, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(Path(recsys.__file__).parent, target / "recsys", ignore=ignore, dirs_exist_ok=True)
+    return target
+
+
+def _run_build(settings: Settings, context: Path, model_tag: str) -> str:
+    version = model_tag.split(":", 1)[1]
+    command = [
+        sys.executable, "-m", "bentoml", "build", ".", "--bentofile", "bentofile.yaml", "--output", "tag",
+        "--name", settings.bento_name, "--arg", f"model_tag={model_tag}", "--label", f"model_version={version}",
+    ]  # fmt: skip
+    try:
+        env = {**bentoml_subprocess_env(settings), "RECSYS_MODEL_TAG": model_tag}
+    except ConfigError as exc:
+        raise RegistryError(f"cannot run bentoml build: {exc}") from exc
+    try:
+        done = subprocess.run(
+            command, cwd=context, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RegistryError(f"bentoml build did not finish in {BUILD_TIMEOUT_S} s: {exc}") from exc
+    tags = [line.split("__tag__:", 1)[1].strip() for line in done.stdout.splitlines() if "__tag__:" in line]
+    if done.returncode != 0 or not tags:
+        tail = "\n".join((done.stdout + "\n" + done.stderr).strip().splitlines()[-30:])
+        raise RegistryError(f"bentoml build of {context} failed (exit {done.returncode}):\n{tail}")
+    return tags[-1]
+
+
+def build_bento(settings: Settings, model_tag: str) -> str:
+    """Build the recommender bento into the store, pinned to exactly ``model_tag``; return the bento tag."""
+    model = get_model(settings, model_tag)
+    build_root = settings.home / "build"
+    build_root.mkdir(parents=True, exist_ok=True)
+    context = Path(tempfile.mkdtemp(prefix="bento-", dir=build_root))
+    try:
+        stage_build_context(settings, context)
+        bento_tag = _run_build(settings, context, model.tag)
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    named = bento_models(settings, bento_tag)
+    if named != [model.tag]:
+        bentoml_for(settings).bentos.delete(bento_tag)
+        raise RegistryError(f"bento {bento_tag} names models {named}, expected exactly [{model.tag}]; deleted it.")
+    log.info("built bento %s pinned to %s", bento_tag, model.tag)
+    return bento_tag
+
+
+def latest_bento(settings: Settings) -> str:
+    """Tag of the most recently built recommender bento."""
+    bentoml = bentoml_for(settings)
+    try:
+        bentos = bentoml.bentos.list(settings.bento_name)
+    except bentoml.exceptions.NotFound:
+        bentos = []
+    if not bentos:
+        raise RegistryError(
+            f"no {settings.bento_name} bento in {_home(settings)}: run the daily DAG (recsys run) first."
+        )
+    return str(max(bentos, key=lambda b: b.info.creation_time).tag)
