@@ -25,11 +25,15 @@ BENTO = Asset("recsys://bentoml/bentos/recommender")
 
 
 def _interval(context: dict) -> tuple[datetime, datetime]:
-    """The run's data interval; refuses runs without one (manual runs must pass a logical date)."""
+    """The run's data interval as plain stdlib UTC datetimes.
+
+    Airflow hands over pendulum DateTimes, whose arithmetic can drop the timezone; the stages get stdlib ones.
+    Refuses runs without a data interval (asset-triggered or manual runs must carry one).
+    """
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     if start is None or end is None:
         raise ValueError("recsys_daily needs a data interval: trigger it with a logical date.")
-    return start.astimezone(UTC), end.astimezone(UTC)
+    return datetime.fromtimestamp(start.timestamp(), tz=UTC), datetime.fromtimestamp(end.timestamp(), tz=UTC)
 
 
 def _settings():  # noqa: ANN202 - imported lazily to keep DAG parsing light

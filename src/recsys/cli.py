@@ -136,5 +136,16 @@ def demo(days: int = 8, users: int = 300, items: int = 300, port: int = 3000) ->
     run_demo(get_settings(), days=days, users=users, items=items, port=port)
 
 
+def run() -> None:
+    """Console entry point: a RecsysError ends the command with its message, not a traceback."""
+    from recsys.errors import RecsysError
+
+    try:
+        app()
+    except RecsysError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -6,7 +6,7 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,9 +56,13 @@ def _airflow(args: list[str], env: dict[str, str], log_file: Path | None = None)
         raise RecsysError(f"`airflow {' '.join(args)}` failed with exit code {proc.returncode}{where}.")
 
 
-def run_dag_test(settings: Settings, logical_date: date, dag_id: str = DAG_ID, log_file: Path | None = None) -> None:
-    """Migrate the metadata DB if needed, then run every task of one DAG run in-process."""
+def run_dag_test(settings: Settings, day: date, dag_id: str = DAG_ID, log_file: Path | None = None) -> None:
+    """Run every task of the DAG run whose data interval is ``[day, day + 1)``, in-process.
+
+    Airflow 3 gives a manual run the last complete interval before its run date, so the run date passed to
+    ``airflow dags test`` is the day after ``day``. Migrates the metadata DB first (a no-op when current).
+    """
     env = airflow_env(settings)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     _airflow(["db", "migrate"], env, log_file.with_suffix(".migrate.log") if log_file else None)
-    _airflow(["dags", "test", dag_id, logical_date.isoformat()], env, log_file)
+    _airflow(["dags", "test", dag_id, (day + timedelta(days=1)).isoformat()], env, log_file)

@@ -98,7 +98,10 @@ def validate_raw_events(settings: Settings, interval_start: datetime, interval_e
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    """A stdlib UTC datetime (naive means UTC; subclasses such as pendulum's are converted)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(ts.timestamp(), tz=UTC)
 
 
 def _read_partition(partition: Path) -> Any:
