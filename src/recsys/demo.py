@@ -87,8 +87,7 @@ def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 3
     for answer in answers:
         user = answer["user_id"]
         planted = site.user_topics.get(user, ["(unknown user)"])
-        print(
-            f"\nuser {user} (planted topics: {', '.join(planted)}) model {answer['model_version']}"
-            f"{' [popularity fallback]' if answer['fallback'] else ''}\n  {_describe(catalog, answer['items'])}"
-        )
+        fallback = f" [popularity fallback: {answer.get('fallback_reason')}]" if answer["fallback"] else ""
+        print(f"\nuser {user} (planted topics: {', '.join(planted)}) model {answer['model_version']}{fallback}")
+        print(f"  {_describe(catalog, answer['items'])}")
     _print_timings(settings, t0, extra)

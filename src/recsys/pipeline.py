@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -128,12 +130,19 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
         metadata = {
             "data_interval_start": start.isoformat(),
             "data_interval_end": end.isoformat(),
-            "feature_service": settings.feature_service_name,
+            # The user side is what serving reads online; the item side fed the exported item matrix.
+            "feature_service": f"{settings.feature_service_name}_user",
+            "item_feature_service": f"{settings.feature_service_name}_item",
             "dataset_fingerprint": fingerprint(data.train, data.test),
             "code_version": code_version(),
             "bert_checkpoint": settings.model.bert_checkpoint,
         }
-        export_artifact(trained, out / "artifact", data.popular_item_ids, metadata)
+        # Export aside, then swap: a re-run of the interval replaces its artifact, a failed one leaves the old.
+        staging = out / f".artifact-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        export_artifact(trained, staging, data.popular_item_ids, metadata)
+        shutil.rmtree(out / "artifact", ignore_errors=True)
+        os.replace(staging, out / "artifact")
     return {"artifact": str(out / "artifact"), "train_rows": len(data.train), "test_rows": len(data.test)}
 
 
