@@ -1,5 +1,6 @@
 """DagBag: DAG files import cleanly, fast, without heavy libraries, and follow the project's conventions."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def test_daily_dag_has_a_data_interval_timetable_and_the_whole_flow(dagbag) -> N
     dag = dagbag.dags["recsys_daily"]
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     order = ["extract", "validate_raw", "dbt_build", "materialize", "encode_items", "train", "evaluate", "register"]
-    for upstream, downstream in zip(order, order[1:]):
+    for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert "build_bento" in dag.get_task("register").downstream_task_ids
 

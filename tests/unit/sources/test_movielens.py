@@ -47,5 +47,5 @@ def test_second_import_needs_replace(imported: Settings) -> None:
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n")
-    with pytest.raises(SourceUnavailableError, match="movies.csv"):
+    with pytest.raises(SourceUnavailableError, match=r"movies\.csv"):
         import_movielens(Settings(home=tmp_path / "h"), tmp_path)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest_raw import event, item, user, utc, write_partition
 
+from conftest_raw import event, item, user, utc, write_partition
 from recsys.config import Settings
 from recsys.errors import TransformError
 from recsys.transform import DbtBuildResult, build

@@ -6,8 +6,8 @@ import json
 from datetime import date, timedelta
 
 import pytest
-from conftest_raw import event, utc, write_partition
 
+from conftest_raw import event, utc, write_partition
 from recsys.config import Settings
 from recsys.errors import ValidationFailedError
 from recsys.validation import raw_events_result_path, raw_events_suite, validate_raw_events
