@@ -23,7 +23,8 @@ DAG_ID = "recsys_daily"
 def airflow_env(settings: Settings) -> dict[str, str]:
     """Environment for an ``airflow`` subprocess: its home under ``settings.home``, our dags folder, no examples.
 
-    Variables already set by the caller (for example a Postgres ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``) win.
+    ``AIRFLOW__*`` variables already set by the caller (for example a Postgres metadata
+    ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``) win over these defaults.
     """
     home = settings.home / "airflow"
     defaults = {
@@ -34,7 +35,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     }
-    env = {**os.environ}
+    env = {**os.environ, "AIRFLOW_HOME": defaults.pop("AIRFLOW_HOME")}  # this runner owns its Airflow home
     for key, value in defaults.items():
         env.setdefault(key, value)
     env.update({k: v for k, v in settings.tool_env().items() if k not in os.environ})

@@ -15,12 +15,12 @@ HEAVY = ["tensorflow", "keras", "keras_hub", "feast", "great_expectations", "ben
 
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory: pytest.TempPathFactory):
-    import os
-
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow")))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow")))
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS))
+    yield DagBag(dag_folder=str(DAGS))
+    mp.undo()
 
 
 def test_no_import_errors(dagbag) -> None:
