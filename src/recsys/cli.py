@@ -41,7 +41,7 @@ def sources_init() -> None:
 
     settings = get_settings()
     created = init_schema(source_engine(settings))
-    if settings.items_source == "mongo":
+    if "mongo" in (settings.items_source, settings.events_source):
         mongo.init_collections(mongo.mongo_database(settings))
     typer.echo(f"created tables: {created or 'none (all existed)'}")
 

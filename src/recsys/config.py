@@ -70,6 +70,7 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the events/users database (mysql+pymysql://... or sqlite:///...)."
     )
     items_source: Literal["sql", "mongo"] = "sql"
+    events_source: Literal["sql", "mongo"] = Field("sql", description="Some sites log events to MongoDB.")
     mongo_url: SecretStr | None = None
     mongo_db: str = "recsys"
 
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
     marts_dir: Path | None = Field(None, description="Parquet exports of the marts, read by Feast.")
     late_data_overlap: timedelta = Field(
         timedelta(0), description="Extraction also re-reads this much before the interval (late events)."
+    )
+    max_event_lateness: timedelta = Field(
+        timedelta(days=1),
+        description="How far an event's client time (occurred_at) may lie before the interval it arrived in "
+        "(received_at); older ones fail the raw gate.",
     )
     materialize_overlap: timedelta = Field(
         timedelta(days=28),
@@ -140,8 +146,9 @@ class Settings(BaseSettings):
         self.feast_repo = absolute(self.feast_repo)
         if self.source_url is None:
             self.source_url = SecretStr(f"sqlite:///{self.home / 'source.db'}")
-        if self.items_source == "mongo" and self.mongo_url is None:
-            raise ValueError("items_source is 'mongo' but RECSYS_MONGO_URL is not set: set it, or use 'sql'.")
+        for name in ("items_source", "events_source"):
+            if getattr(self, name) == "mongo" and self.mongo_url is None:
+                raise ValueError(f"{name} is 'mongo' but RECSYS_MONGO_URL is not set: set it, or use 'sql'.")
         return self
 
     # Paths below are typed as non-optional for callers; _resolve_paths guarantees them.

@@ -46,3 +46,32 @@ def test_mongo_items_source(tmp_path: Path, mongo_url: str, mariadb_url: str) ->
     first = site.items[0]
     assert items[0]["tags"] == first["tags"]
     assert items[0]["updated_at"] == first["updated_at"].replace(tzinfo=UTC)
+
+
+def test_mariadb_schema_drift_reaches_the_lake_flagged(tmp_path: Path, mariadb_url: str) -> None:
+    """On a strictly typed server the corruption needs real DDL: a VARCHAR value column and a renamed column."""
+    import json
+
+    from unit.sources.test_corruption import corrupted_lake
+
+    settings = Settings(home=tmp_path, source_url=mariadb_url)
+    site, manifest, raw = corrupted_lake(settings)
+    assert raw["session_id"].isna().all()
+    assert raw["_extra"].map(lambda x: "session_key" in json.loads(x)).all()
+    quarantine = (settings.lake / "quarantine" / "events").rglob("*.jsonl")
+    quarantined = {json.loads(line)["row"]["event_id"] for f in quarantine for line in f.read_text().splitlines()}
+    assert quarantined == set(manifest.get("retyped_column").event_ids)
+    assert len(raw) + len(quarantined) == len(site.events)
+
+
+def test_events_logged_to_mongo(tmp_path: Path, mongo_url: str) -> None:
+    site = simulate(CFG)
+    s = Settings(home=tmp_path, events_source="mongo", mongo_url=mongo_url, mongo_db=f"ev{tmp_path.name[-8:]}")
+    write_site(s, site)
+    lite = Settings(home=tmp_path / "lite")
+    write_site(lite, site)
+    start, end = day_interval(date(2026, 11, 2))
+    from_mongo = pq.read_table(extract_interval(s, "events", start, end).partition)
+    from_sql = pq.read_table(extract_interval(lite, "events", start, end).partition)
+    assert from_mongo.num_rows == from_sql.num_rows > 0
+    assert from_mongo.equals(from_sql)  # same rows, order and types whichever store the site logs to

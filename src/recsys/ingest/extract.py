@@ -7,6 +7,7 @@ into place. Rows that do not fit the raw schema are written to a quarantine file
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,14 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import select
+from sqlalchemy import MetaData, Table, select
+from sqlalchemy.exc import NoSuchTableError
 
 from recsys.errors import ExtractError
 from recsys.sources import mongo
 from recsys.sources.db import source_engine
-from recsys.sources.schema import INTERVAL_COLUMN, TABLES
+from recsys.sources.schema import INTERVAL_COLUMN
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from recsys.config import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
             ("session_id", pa.string()),
             ("position", pa.int32()),
             ("occurred_at", TS),
+            ("received_at", TS),
         ]
     ),
     "users": pa.schema(
@@ -66,7 +71,22 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
+# Source columns outside the contract travel as JSON in ``_extra``, so schema drift reaches the lake intact
+# and visible (a renamed column shows up as a null contract column plus its new name here).
+RAW_SCHEMAS = {name: schema.append(pa.field("_extra", pa.string())) for name, schema in RAW_SCHEMAS.items()}
+# Per schema: numeric column -> True for floating point, False for integer.
+NUMERIC = {
+    schema: {
+        f.name: pa.types.is_floating(f.type)
+        for f in schema
+        if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+    }
+    for schema in RAW_SCHEMAS.values()
+}
 PARTITION_FILE = "part-0.parquet"
+# Stable extraction order (so a re-run writes identical bytes).
+KEYS = {"events": ("event_id",), "users": ("user_id",), "items": ("item_id",)}
+EXTRA = "_extra"
 
 
 @dataclass(frozen=True)
@@ -93,12 +113,27 @@ def _naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
+def _live_table(engine: Engine, table: str) -> Table:
+    """The source table as it is now (reflected), so a drifted schema is seen rather than assumed away."""
+    try:
+        return Table(table, MetaData(), autoload_with=engine)
+    except NoSuchTableError:
+        raise ExtractError(f"source table {table!r} does not exist: run `recsys sources init`.") from None
+
+
 def _sql_rows(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[dict[str, Any]]:
-    tbl = TABLES[table]
-    col = tbl.c[INTERVAL_COLUMN[table]]
-    query = select(tbl).where(col >= _naive_utc(start), col < _naive_utc(end)).order_by(*tbl.primary_key.columns)
     engine = source_engine(settings)
     try:
+        tbl = _live_table(engine, table)
+        for needed in (INTERVAL_COLUMN[table], *KEYS[table]):
+            if needed not in tbl.c:
+                raise ExtractError(
+                    f"source table {table} has no {needed!r} column (it has {sorted(tbl.c.keys())}): the source "
+                    "schema drifted; restore or map the column before extracting."
+                )
+        col = tbl.c[INTERVAL_COLUMN[table]]
+        query = select(tbl).where(col >= _naive_utc(start), col < _naive_utc(end))
+        query = query.order_by(*(tbl.c[k] for k in KEYS[table]))
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
             for row in result.mappings():
@@ -117,7 +152,7 @@ def _mongo_rows(settings: Settings, table: str, start: datetime, end: datetime, 
 
 def source_rows(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[dict[str, Any]]:
     """Rows of ``table`` whose interval column is in ``[start, end)``, from wherever the config keeps them."""
-    if table == "items" and settings.items_source == "mongo":
+    if (table, "mongo") in {("items", settings.items_source), ("events", settings.events_source)}:
         return _mongo_rows(settings, table, start, end, batch)
     return _sql_rows(settings, table, start, end, batch)
 
@@ -135,9 +170,7 @@ def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
 
 def _to_record_batch(rows: list[dict[str, Any]], schema: pa.Schema, quarantine: list[dict[str, Any]]) -> pa.RecordBatch:
     """Convert a batch; on a conversion error, keep the good rows and quarantine each bad one with its reason."""
-    for row in rows:
-        if isinstance(row.get("tags"), str):  # JSON text from drivers that do not decode JSON columns
-            row["tags"] = json.loads(row["tags"])
+    rows = [_conform(row, schema) for row in rows]
     try:
         return pa.RecordBatch.from_pylist(rows, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
@@ -149,6 +182,21 @@ def _to_record_batch(rows: list[dict[str, Any]], schema: pa.Schema, quarantine: 
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
                 quarantine.append({"reason": f"{type(exc).__name__}: {exc}", "row": row})
         return pa.RecordBatch.from_pylist(good, schema=schema)
+
+
+def _conform(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
+    """Contract columns (missing ones as null) plus ``_extra``: a JSON object of any columns the contract lacks."""
+    out = {name: row.get(name) for name in schema.names if name != EXTRA}
+    if isinstance(out.get("tags"), str):  # JSON text from drivers that do not decode JSON columns
+        with contextlib.suppress(json.JSONDecodeError):  # else left as text: quarantined with the reason
+            out["tags"] = json.loads(out["tags"])
+    for name, value in out.items():  # a column retyped to text at the source: numbers in text still parse
+        if isinstance(value, str) and name in NUMERIC[schema]:
+            with contextlib.suppress(ValueError):
+                out[name] = float(value) if NUMERIC[schema][name] else int(value)
+    extra = {k: v for k, v in row.items() if k not in out}
+    out[EXTRA] = json.dumps(extra, default=str, sort_keys=True) if extra else None
+    return out
 
 
 def _write_quarantine(path: Path, bad: list[dict[str, Any]]) -> None:

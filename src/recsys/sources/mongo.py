@@ -41,7 +41,7 @@ def init_collections(db: Database[dict[str, Any]]) -> None:
     db.items.create_index("item_id", unique=True)
     db.items.create_index("updated_at")
     db.events.create_index("event_id", unique=True)
-    db.events.create_index("occurred_at")
+    db.events.create_index("received_at")
 
 
 def upsert_items(db: Database[dict[str, Any]], rows: Iterable[dict[str, Any]]) -> int:
@@ -52,6 +52,20 @@ def upsert_items(db: Database[dict[str, Any]], rows: Iterable[dict[str, Any]]) -
     if ops:
         db.items.bulk_write(ops, ordered=False)
     return len(ops)
+
+
+def insert_events(db: Database[dict[str, Any]], rows: Iterable[dict[str, Any]], chunk: int = 10_000) -> int:
+    """Append event documents (unique ``event_id``), in chunks; returns how many were written."""
+    batch: list[dict[str, Any]] = []
+    written = 0
+    for row in rows:
+        batch.append(dict(row))
+        if len(batch) >= chunk:
+            written += len(db.events.insert_many(batch, ordered=False).inserted_ids)
+            batch = []
+    if batch:
+        written += len(db.events.insert_many(batch, ordered=False).inserted_ids)
+    return written
 
 
 def iter_interval(

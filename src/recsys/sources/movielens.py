@@ -76,6 +76,7 @@ def _rating_events(folder: Path, chunksize: int) -> Iterator[pd.DataFrame]:
                 "session_id": None,
                 "position": None,
                 "occurred_at": _ts(chunk["timestamp"]),
+                "received_at": _ts(chunk["timestamp"]),  # the release has one clock
             }
         )
 
@@ -92,6 +93,7 @@ def _tag_events(folder: Path, chunksize: int) -> Iterator[pd.DataFrame]:
                 "session_id": None,
                 "position": None,
                 "occurred_at": _ts(chunk["timestamp"]),
+                "received_at": _ts(chunk["timestamp"]),  # the release has one clock
             }
         )
 

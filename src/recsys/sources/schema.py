@@ -1,6 +1,6 @@
 """Source tables (SQLAlchemy Core), the same DDL on SQLite and MySQL/MariaDB.
 
-Indexes cover what interval extraction filters on: ``events.occurred_at`` and ``updated_at`` of the
+Indexes cover what interval extraction filters on: ``events.received_at`` and ``updated_at`` of the
 dimension tables.
 """
 
@@ -49,8 +49,9 @@ events = Table(
     Column("value", Float),
     Column("session_id", String(64)),
     Column("position", Integer),
-    Column("occurred_at", Timestamp, nullable=False),
-    Index("ix_events_occurred_at", "occurred_at"),
+    Column("occurred_at", Timestamp, nullable=False),  # event time, from the client
+    Column("received_at", Timestamp, nullable=False),  # ingestion time, from the server: what intervals cut on
+    Index("ix_events_received_at", "received_at"),
 )
 
 items = Table(
@@ -68,4 +69,6 @@ items = Table(
 
 TABLES = {"users": users, "events": events, "items": items}
 # Column that bounds each table's rows to a data interval.
-INTERVAL_COLUMN = {"users": "updated_at", "events": "occurred_at", "items": "updated_at"}
+# Events are cut on server ingestion time, which only moves forward: a late or mis-clocked event still lands in
+# exactly one partition (the one it arrived in), where the gates can see and flag its odd ``occurred_at``.
+INTERVAL_COLUMN = {"users": "updated_at", "events": "received_at", "items": "updated_at"}

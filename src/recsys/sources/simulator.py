@@ -48,6 +48,8 @@ class SimulationConfig:
     impressions_per_session: int = 10
     base_click_rate: float = 0.05
     liked_click_rate: float = 0.45
+    rating_rate: float = 0.3
+    late_arrival_rate: float = 0.01
     topics: tuple[str, ...] = tuple(TOPICS)
 
 
@@ -119,6 +121,13 @@ def _new_items(rng: np.random.Generator, site: Site, count: int, day_start: date
         site.items.append(_make_item(rng, item_id, topic, at))
 
 
+def _arrival(rng: np.random.Generator, cfg: SimulationConfig, at: datetime) -> datetime:
+    """Server receive time: seconds after the event, or hours for the few that arrive late (offline clients)."""
+    if rng.random() < cfg.late_arrival_rate:
+        return at + timedelta(seconds=int(rng.integers(3600, 4 * 3600)))
+    return at + timedelta(milliseconds=int(rng.integers(50, 3000)))
+
+
 def _day_events(rng: np.random.Generator, site: Site, day: int, popularity: np.ndarray) -> Iterator[dict[str, Any]]:
     cfg = site.config
     day_start = cfg.start + timedelta(days=day)
@@ -135,14 +144,26 @@ def _day_events(rng: np.random.Generator, site: Site, day: int, popularity: np.n
             for pos, idx in enumerate(shown.tolist()):
                 item_id = idx + 1
                 at = t + timedelta(seconds=pos * 3)
-                yield _event(user_id, item_id, "impression", at, session_id, pos, day)
-                rate = cfg.liked_click_rate if site.item_topic[item_id] in liked else cfg.base_click_rate
+                is_liked = site.item_topic[item_id] in liked
+                yield _event(user_id, item_id, "impression", at, _arrival(rng, cfg, at), session_id, pos, day)
+                rate = cfg.liked_click_rate if is_liked else cfg.base_click_rate
                 if rng.random() < rate * position_bias[pos]:
                     popularity[idx] += 1.0
-                    yield _event(user_id, item_id, "click", at + timedelta(seconds=1), session_id, pos, day)
+                    click_at = at + timedelta(seconds=1)
+                    yield _event(
+                        user_id, item_id, "click", click_at, _arrival(rng, cfg, click_at), session_id, pos, day
+                    )
+                    if rng.random() < cfg.rating_rate:
+                        stars = float(rng.integers(4, 6) if is_liked else rng.integers(1, 4))
+                        rated_at = click_at + timedelta(seconds=int(rng.integers(60, 600)))
+                        rating = _event(user_id, item_id, "rating", rated_at, _arrival(rng, cfg, rated_at), session_id,
+                                        pos, day)  # fmt: skip
+                        yield {**rating, "value": stars}
 
 
-def _event(user_id: int, item_id: int, kind: str, at: datetime, session_id: str, pos: int, day: int) -> dict[str, Any]:
+def _event(
+    user_id: int, item_id: int, kind: str, at: datetime, received: datetime, session_id: str, pos: int, day: int
+) -> dict[str, Any]:
     return {
         "event_id": _event_id(kind, user_id, item_id, session_id, pos, day),
         "user_id": user_id,
@@ -152,6 +173,7 @@ def _event(user_id: int, item_id: int, kind: str, at: datetime, session_id: str,
         "session_id": session_id,
         "position": pos,
         "occurred_at": at,
+        "received_at": received,
     }
 
 

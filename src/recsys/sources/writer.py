@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from recsys.errors import SourceUnavailableError
 from recsys.sources import mongo
+from recsys.sources.corruption import CorruptionManifest, apply_after_insert, apply_before_insert
 from recsys.sources.db import init_schema, source_engine
 from recsys.sources.schema import TABLES
 
@@ -28,16 +29,18 @@ def _insert(conn: Connection, table: str, rows: Sequence[dict[str, Any]]) -> Non
         conn.execute(TABLES[table].insert(), list(rows[i : i + CHUNK]))
 
 
-def _refuse_or_clear(conn: Connection, tables: list[str], replace: bool) -> None:
+def _refuse_or_recreate(conn: Connection, tables: list[str], replace: bool) -> None:
+    """Refuse to mix with existing rows; with ``replace``, drop and recreate (which also undoes schema drift)."""
     for name in tables:
         count = conn.execute(select(func.count()).select_from(TABLES[name])).scalar_one()
         if count and not replace:
             raise SourceUnavailableError(
                 f"source table {name} already holds {count} rows; pass replace=True (--replace) to overwrite them."
             )
-        if count:
+        if replace:
             log.warning("replacing %d rows in source table %s", count, name)
-            conn.execute(TABLES[name].delete())
+            TABLES[name].drop(conn)
+            TABLES[name].create(conn)
 
 
 def write_rows(
@@ -46,30 +49,59 @@ def write_rows(
     items: Sequence[dict[str, Any]],
     events: Sequence[dict[str, Any]],
     replace: bool = False,
+    corruption: CorruptionManifest | None = None,
 ) -> dict[str, int]:
-    """Write a site's rows in one transaction per store; refuses to mix with existing rows unless ``replace``."""
+    """Write a site's rows in one transaction per store; refuses to mix with existing rows unless ``replace``.
+
+    ``corruption`` applies the schema changes an injected corruption needs (see ``recsys.sources.corruption``).
+    """
     engine = source_engine(settings)
     init_schema(engine)
-    sql_tables = ["users", "events"] + (["items"] if settings.items_source == "sql" else [])
+    in_sql = {"users": users, "events": events, "items": items}
+    in_mongo = {name: in_sql.pop(name) for name in ("items", "events") if _source(settings, name) == "mongo"}
     with engine.begin() as conn:
-        _refuse_or_clear(conn, sql_tables, replace)
-        _insert(conn, "users", users)
-        _insert(conn, "events", events)
-        if settings.items_source == "sql":
-            _insert(conn, "items", items)
+        _refuse_or_recreate(conn, list(in_sql), replace)
+        if "events" in in_sql:
+            apply_before_insert(conn, corruption)
+        for name, rows in in_sql.items():
+            _insert(conn, name, rows)
+        if "events" in in_sql:
+            apply_after_insert(conn, corruption)
     engine.dispose()
-    if settings.items_source == "mongo":
-        db = mongo.mongo_database(settings)
-        mongo.init_collections(db)
-        if replace:
-            db.items.delete_many({})
-        mongo.upsert_items(db, items)
-        db.client.close()
+    if in_mongo:
+        _write_mongo(settings, in_mongo, replace)
     return {"users": len(users), "items": len(items), "events": len(events)}
 
 
-def write_site(settings: Settings, site: Site, replace: bool = False) -> dict[str, int]:
-    """Write a simulated site and its ground truth (``{home}/simulation/ground_truth.json``)."""
-    counts = write_rows(settings, site.users, site.items, site.events, replace=replace)
+def _source(settings: Settings, table: str) -> str:
+    return str(getattr(settings, f"{table}_source", "sql"))
+
+
+def _write_mongo(settings: Settings, collections: dict[str, Sequence[dict[str, Any]]], replace: bool) -> None:
+    db = mongo.mongo_database(settings)
+    try:
+        mongo.init_collections(db)
+        for name, rows in collections.items():
+            count = db[name].count_documents({})
+            if count and not replace:
+                raise SourceUnavailableError(
+                    f"MongoDB collection {name} already holds {count} documents; pass replace=True (--replace)."
+                )
+            db[name].delete_many({})
+            if name == "items":
+                mongo.upsert_items(db, rows)
+            else:
+                mongo.insert_events(db, rows)
+    finally:
+        db.client.close()
+
+
+def write_site(
+    settings: Settings, site: Site, replace: bool = False, corruption: CorruptionManifest | None = None
+) -> dict[str, int]:
+    """Write a simulated site, its ground truth and any corruption manifest under ``{home}/simulation/``."""
+    counts = write_rows(settings, site.users, site.items, site.events, replace=replace, corruption=corruption)
     site.save_ground_truth(settings.home / "simulation" / "ground_truth.json")
+    if corruption is not None:
+        corruption.save(settings.home / "simulation" / "corruption_manifest.json")
     return counts

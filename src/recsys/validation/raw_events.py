@@ -84,7 +84,8 @@ def validate_raw_events(settings: Settings, interval_start: datetime, interval_e
         raise ValueError(f"interval_end {end} must be after interval_start {start}.")
     partition = raw_events_partition(settings, start)
     frame = _read_partition(partition)
-    window_start = start - settings.late_data_overlap
+    # Events are cut on received_at; their occurred_at may trail by up to the allowed lateness.
+    window_start = start - max(settings.late_data_overlap, settings.max_event_lateness)
     result = _run_suite(raw_events_suite(window_start, end), frame)
     result_path = raw_events_result_path(settings, start)
     write_json_atomically(result_path, result.to_json_dict())

@@ -32,7 +32,7 @@ def test_interval_contains_exactly_its_events(site_settings: Settings) -> None:
     start, end = day_interval(DAY1)
     result = extract_interval(site_settings, "events", start, end)
     table = pq.read_table(result.partition)
-    expected = [e for e in simulate(CFG).events if start <= e["occurred_at"].replace(tzinfo=UTC) < end]
+    expected = [e for e in simulate(CFG).events if start <= e["received_at"].replace(tzinfo=UTC) < end]
     assert table.num_rows == result.rows == len(expected)
     assert set(table.column("event_id").to_pylist()) == {e["event_id"] for e in expected}
     assert table.schema.field("occurred_at").type.tz == "UTC"
@@ -70,8 +70,8 @@ def test_unparseable_rows_are_quarantined_with_a_reason(site_settings: Settings)
     with engine.begin() as conn:  # SQLite keeps whatever type it is given: a realistic dirty source
         conn.execute(
             text(
-                "INSERT INTO events (event_id, user_id, item_id, event_type, occurred_at) "
-                "VALUES ('bad-1', 'not-a-number', 3, 'click', '2026-11-02 10:00:00')"
+                "INSERT INTO events (event_id, user_id, item_id, event_type, occurred_at, received_at) "
+                "VALUES ('bad-1', 'not-a-number', 3, 'click', '2026-11-02 10:00:00', '2026-11-02 10:00:01')"
             )
         )
     result = extract_interval(site_settings, "events", start, end)

@@ -52,7 +52,7 @@ def test_clean_partition_passes_and_writes_result(settings: Settings) -> None:
         (event("bad", None, 10, "click", utc(2024, 5, 1, 8)), "expect_column_values_to_not_be_null(column=user_id)"),
         (event("bad", 1, None, "click", utc(2024, 5, 1, 8)), "expect_column_values_to_not_be_null(column=item_id)"),
         (event("bad", 1, 10, "click", END), "expect_column_values_to_be_between(column=occurred_at)"),
-        (event("bad", 1, 10, "click", utc(2024, 4, 30, 23)), "expect_column_values_to_be_between(column=occurred_at)"),
+        (event("bad", 1, 10, "click", utc(2024, 4, 29, 23)), "expect_column_values_to_be_between(column=occurred_at)"),
         (event("bad", 1, 10, "bogus", utc(2024, 5, 1, 8)), "expect_column_values_to_be_in_set(column=event_type)"),
         (event("e1", 1, 10, "click", utc(2024, 5, 1, 8)), "expect_column_values_to_be_unique(column=event_id)"),
         (
