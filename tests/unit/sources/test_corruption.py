@@ -37,7 +37,7 @@ def rows(raw: pd.DataFrame, manifest, kind: str) -> pd.DataFrame:
 
 
 def test_manifest_records_every_kind(lake) -> None:
-    settings, _, manifest, _ = lake
+    settings, _, _, _ = lake
     saved = json.loads((settings.home / "simulation" / "corruption_manifest.json").read_text())
     assert {e["kind"] for e in saved["entries"]} == set(KINDS)
 
