@@ -4,6 +4,9 @@ PYTHON ?= python3.11
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
+# Precompile the venv: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every process would otherwise
+# recompile TensorFlow, Airflow and friends from source on each import.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: env demo test test-fast lint bench clean
 
@@ -26,8 +29,8 @@ lint: env
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 
-bench: env  ## benchmarks; JSON results under bench/results/
-	$(UV) run python -m bench.run
+bench: env  ## benchmarks (BENCH="name ..." to pick); JSON results under bench/results/
+	$(UV) run python -m bench.run $(BENCH)
 
 clean:
 	rm -rf var

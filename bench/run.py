@@ -114,18 +114,33 @@ def bench_encode(n: int = 512, repeats: int = 3) -> dict:
             "repeats": repeats}  # fmt: skip
 
 
-def main() -> None:
+def _service_extract() -> dict:
+    from bench import extract
+
+    return extract.run()
+
+
+BENCHES = {
+    "extract_sqlite": bench_extract,
+    "extract_services": _service_extract,
+    "encode_items": bench_encode,
+}
+
+
+def main(names: list[str]) -> None:
+    """Run the named benchmarks (default: all); each result is also written to its own JSON file."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
-    for name, fn in [("extract_events", bench_extract), ("encode_items", bench_encode)]:
+    unknown = set(names) - set(BENCHES)
+    if unknown:
+        raise SystemExit(f"unknown benchmarks {sorted(unknown)}; choose from {sorted(BENCHES)}")
+    for name in names or list(BENCHES):
         t = time.perf_counter()
-        report[name] = fn()
-        print(f"{name}: {json.dumps(report[name])} ({time.perf_counter() - t:.0f} s)", flush=True)
-    out = RESULTS / f"bench-{date.today()}.json"
-    out.write_text(json.dumps(report, indent=2))
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+        report = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
+        report[name] = BENCHES[name]()
+        report["wall_s"] = round(time.perf_counter() - t, 1)
+        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+        print(f"{name}: {json.dumps(report[name])} ({report['wall_s']} s) -> bench/results/{name}.json", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -121,7 +121,10 @@ def _live_table(engine: Engine, table: str) -> Table:
         raise ExtractError(f"source table {table!r} does not exist: run `recsys sources init`.") from None
 
 
-def _sql_rows(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[dict[str, Any]]:
+Batch = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
+
+
+def _sql_batches(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[Batch]:
     engine = source_engine(settings)
     try:
         tbl = _live_table(engine, table)
@@ -136,52 +139,87 @@ def _sql_rows(settings: Settings, table: str, start: datetime, end: datetime, ba
         query = query.order_by(*(tbl.c[k] for k in KEYS[table]))
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
-            for row in result.mappings():
-                yield dict(row)
+            columns = list(result.keys())
+            for part in result.partitions(batch):
+                yield columns, [tuple(row) for row in part]
     finally:
         engine.dispose()
 
 
-def _mongo_rows(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[dict[str, Any]]:
+def _mongo_batches(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[Batch]:
+    contract = [n for n in RAW_SCHEMAS[table].names if n != EXTRA]
     db = mongo.mongo_database(settings)
     try:
-        yield from mongo.iter_interval(db, table, INTERVAL_COLUMN[table], _naive_utc(start), _naive_utc(end), batch)
+        docs = mongo.iter_interval(db, table, INTERVAL_COLUMN[table], _naive_utc(start), _naive_utc(end), batch)
+        chunk: list[dict[str, Any]] = []
+        for doc in docs:
+            chunk.append(doc)
+            if len(chunk) >= batch:
+                yield _columns_of(chunk, contract)
+                chunk = []
+        if chunk:
+            yield _columns_of(chunk, contract)
     finally:
         db.client.close()
 
 
-def source_rows(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[dict[str, Any]]:
-    """Rows of ``table`` whose interval column is in ``[start, end)``, from wherever the config keeps them."""
+def _columns_of(docs: list[dict[str, Any]], contract: list[str]) -> Batch:
+    """Documents as rows over the contract's fields plus any others they carry (schemaless sources drift too)."""
+    extra = sorted({k for d in docs for k in d} - set(contract))
+    columns = contract + extra
+    return columns, [tuple(d.get(c) for c in columns) for d in docs]
+
+
+def source_batches(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[Batch]:
+    """Batches of ``table`` rows whose interval column is in ``[start, end)``, from wherever the config keeps them."""
     if (table, "mongo") in {("items", settings.items_source), ("events", settings.events_source)}:
-        return _mongo_rows(settings, table, start, end, batch)
-    return _sql_rows(settings, table, start, end, batch)
+        return _mongo_batches(settings, table, start, end, batch)
+    return _sql_batches(settings, table, start, end, batch)
 
 
-def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
 
 
-def _to_record_batch(rows: list[dict[str, Any]], schema: pa.Schema, quarantine: list[dict[str, Any]]) -> pa.RecordBatch:
-    """Convert a batch; on a conversion error, keep the good rows and quarantine each bad one with its reason."""
-    rows = [_conform(row, schema) for row in rows]
+def _to_record_batch(batch: Batch, schema: pa.Schema, quarantine: list[dict[str, Any]]) -> pa.RecordBatch:
+    """Convert a batch column by column; if that fails, row by row, quarantining each bad row with its reason."""
     try:
-        return pa.RecordBatch.from_pylist(rows, schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        return _columnar(batch, schema)
+    except CONVERSION_ERRORS:
+        columns, rows = batch
         good = []
-        for row in rows:
+        for row in (_conform(dict(zip(columns, r, strict=True)), schema) for r in rows):
             try:
                 pa.RecordBatch.from_pylist([row], schema=schema)
                 good.append(row)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            except CONVERSION_ERRORS as exc:
                 quarantine.append({"reason": f"{type(exc).__name__}: {exc}", "row": row})
         return pa.RecordBatch.from_pylist(good, schema=schema)
+
+
+def _columnar(batch: Batch, schema: pa.Schema) -> pa.RecordBatch:
+    """The fast path: one typed Arrow array per contract column; missing columns null, others into ``_extra``."""
+    columns, rows = batch
+    index = {name: i for i, name in enumerate(columns)}
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    extras = [c for c in columns if c not in schema.names]
+    arrays = []
+    for field in schema:
+        if field.name == EXTRA:
+            arrays.append(pa.array(_extra_json(rows, [(c, index[c]) for c in extras]), type=pa.string()))
+        elif field.name in index:
+            column = values[index[field.name]]
+            if field.name == "tags":  # JSON text from drivers that do not decode JSON columns
+                column = tuple(json.loads(v) if isinstance(v, str) else v for v in column)
+            arrays.append(pa.array(column, type=field.type))
+        else:
+            arrays.append(pa.nulls(len(rows), type=field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _extra_json(rows: list[tuple[Any, ...]], extras: list[tuple[str, int]]) -> list[str | None]:
+    if not extras:
+        return [None] * len(rows)
+    return [json.dumps({name: row[i] for name, i in extras}, default=str, sort_keys=True) for row in rows]
 
 
 def _conform(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
@@ -225,9 +263,9 @@ def extract_interval(
     interval_col = pa.scalar(start, type=TS)
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
-            rows_iter = source_rows(settings, table, start - settings.late_data_overlap, end, batch_size)
-            for chunk in _batches(rows_iter, batch_size):
-                rb = _to_record_batch(chunk, RAW_SCHEMAS[table], quarantine)
+            batches = source_batches(settings, table, start - settings.late_data_overlap, end, batch_size)
+            for batch in batches:
+                rb = _to_record_batch(batch, RAW_SCHEMAS[table], quarantine)
                 stamp = pa.array([interval_col] * rb.num_rows, type=TS)
                 writer.write_batch(pa.RecordBatch.from_arrays([*rb.columns, stamp], schema=schema))
                 rows += rb.num_rows

@@ -53,10 +53,10 @@ def test_failure_mid_write_leaves_no_partition(site_settings: Settings, monkeypa
     start, end = day_interval(DAY1)
 
     def broken(*args, **kwargs):
-        yield from list(ex._sql_rows(*args, **kwargs))[:5]
+        yield from list(ex._sql_batches(*args, **kwargs))[:2]
         raise ConnectionError("source went away")
 
-    monkeypatch.setattr(ex, "source_rows", broken)
+    monkeypatch.setattr(ex, "source_batches", broken)
     with pytest.raises(ConnectionError):
         extract_interval(site_settings, "events", start, end, batch_size=2)
     target = partition_path(site_settings.lake, "events", start)
