@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -135,7 +135,7 @@ def main(names: list[str]) -> None:
         raise SystemExit(f"unknown benchmarks {sorted(unknown)}; choose from {sorted(BENCHES)}")
     for name in names or list(BENCHES):
         t = time.perf_counter()
-        report = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
+        report = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
         report[name] = BENCHES[name]()
         report["wall_s"] = round(time.perf_counter() - t, 1)
         (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
