@@ -5,8 +5,9 @@ The daily workflow for one data interval ``[data_interval_start, data_interval_e
 
 extract (sources → raw Parquet) → GX gate on raw events → ``dbt build`` (staging → marts, with tests) →
 Feast apply + materialize → BERT item encoding (new/changed items only) → two-tower training on Feast
-point-in-time features → evaluation against popularity on a time-based holdout → BentoML model store →
-versioned bento.
+point-in-time features → evaluation against popularity on a time-based holdout → BentoML model store
+(candidate) → promotion gate (does it beat production on the same holdout?) → versioned bento, built only for a
+promoted model.
 
 Each task is a thin wrapper over a ``recsys.pipeline`` stage: the same function the CLI and the tests call.
 Configuration comes from ``RECSYS_*`` environment variables (or the YAML file named by ``RECSYS_CONFIG``).
@@ -101,6 +102,13 @@ def recsys_daily() -> None:
 
         return register_stage(_settings(), _interval(context)[0])["model_tag"]
 
+    @task.short_circuit
+    def promote(model_tag: str, **context) -> bool:  # noqa: ANN003
+        """False (and the bento build is skipped) when the candidate does not beat production."""
+        from recsys.pipeline import gate_stage
+
+        return bool(gate_stage(_settings(), _interval(context)[0], model_tag)["promoted"])
+
     @task(outlets=[BENTO])
     def build_bento(model_tag: str, **context) -> dict:  # noqa: ANN003
         from recsys.pipeline import bento_stage
@@ -109,7 +117,7 @@ def recsys_daily() -> None:
 
     tag = register()
     extract() >> validate_raw() >> dbt_build() >> materialize() >> encode_items() >> train() >> evaluate() >> tag
-    build_bento(tag)
+    promote(tag) >> build_bento(tag)
 
 
 recsys_daily()

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     model_name: str = "recommender"
     bento_name: str = "recommender"
     feature_service_version: int = 1
+    promotion_metric: str = Field("ndcg@10", description="Holdout metric the promotion gate compares.")
+    promotion_margin: float = Field(
+        0.0, description="A candidate is promoted only if its metric beats production's by more than this."
+    )
 
     model: ModelSettings = ModelSettings()
 

@@ -182,6 +182,19 @@ def register_stage(settings: Settings, start: datetime) -> dict[str, Any]:
     return {"model_tag": tag}
 
 
+def gate_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str, Any]:
+    """Promote the candidate only if it beats production on this interval's holdout; the decision is recorded."""
+    from dataclasses import asdict
+
+    from recsys.model.training_set import TrainingData
+    from recsys.registry.gate import evaluate_and_decide
+
+    with stage("gate", _timings(settings), **_label(start)):
+        data = TrainingData.load(run_dir(settings, start))
+        decision = evaluate_and_decide(settings, model_tag, data, settings.promotion_metric, settings.promotion_margin)
+    return asdict(decision)
+
+
 def bento_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str, Any]:
     """Build a versioned bento that names exactly this model version."""
     from recsys.registry import build_bento

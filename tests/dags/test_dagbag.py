@@ -42,7 +42,8 @@ def test_daily_dag_has_a_data_interval_timetable_and_the_whole_flow(dagbag) -> N
     order = ["extract", "validate_raw", "dbt_build", "materialize", "encode_items", "train", "evaluate", "register"]
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids
-    assert "build_bento" in dag.get_task("register").downstream_task_ids
+    assert "promote" in dag.get_task("register").downstream_task_ids
+    assert "build_bento" in dag.get_task("promote").downstream_task_ids
 
 
 def test_dag_files_parse_fast_without_heavy_imports(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_every_stage_ran_for_the_interval(dag_run: Settings) -> None:
     stages = [json.loads(line)["stage"] for line in (dag_run.home / "timings.jsonl").read_text().splitlines()]
     assert stages == [
         "extract", "validate_raw", "dbt_build", "feast_materialize", "encode_items",
-        "train", "evaluate", "register", "build_bento",
+        "train", "evaluate", "register", "gate", "build_bento",
     ]  # fmt: skip
     manifest = json.loads((dag_run.home / "runs" / "dt=2026-11-04" / "artifact" / "manifest.json").read_text())
     assert {"model", "popularity"} <= set(manifest["metrics"])
