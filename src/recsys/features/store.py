@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,8 +171,13 @@ def materialize(
     views: list[str] | None = None,
     *,
     project: str = PROJECT,
+    chunk: timedelta = timedelta(days=7),
 ) -> None:
     """Load the latest feature row per entity with ``start <= event_timestamp <= end`` into the online store.
+
+    The window is materialized in consecutive ``chunk``-long pieces, oldest first, so a long backfill never
+    holds more than one chunk of feature rows in memory; later chunks overwrite earlier values, as one
+    window would.
 
     The caller (Airflow) owns the window: pass the data interval start minus the late-data overlap, and the
     interval end. Feast includes rows stamped exactly at ``end``, which a daily mart needs: a day's feature
@@ -183,10 +188,25 @@ def materialize(
     store = feature_store(settings, project=project)
     selected = _views(store, views)
     _require_sources(selected)
-    try:
-        store.materialize(start_date=start, end_date=end, feature_views=[v.name for v in selected])
-    except Exception as exc:
-        raise FeatureStoreError(f"Materializing [{start}, {end}) into the online store failed: {exc}") from exc
+    for lo, hi in windows(start, end, chunk):
+        try:
+            store.materialize(start_date=lo, end_date=hi, feature_views=[v.name for v in selected])
+        except Exception as exc:
+            raise FeatureStoreError(f"Materializing [{lo}, {hi}] into the online store failed: {exc}") from exc
+
+
+def windows(start: datetime, end: datetime, chunk: timedelta) -> list[tuple[datetime, datetime]]:
+    """``[start, end]`` cut into consecutive pieces of at most ``chunk`` (pieces share no instant)."""
+    if chunk <= timedelta(0):
+        raise FeatureStoreError(f"materialization chunk must be positive, got {chunk}.")
+    pieces, lo = [], start
+    while lo <= end:
+        hi = min(lo + chunk, end)
+        pieces.append((lo, hi))
+        if hi == end:
+            break
+        lo = hi + timedelta(microseconds=1)
+    return pieces
 
 
 def _service(store: FeatureStore, service: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import sys
@@ -248,3 +249,16 @@ def test_redis_online_store_matches_offline(tmp_path: Path) -> None:
         assert online["recent_item_ids"] == [[11, 10]]
     finally:
         feature_store(s, project=project).teardown()
+
+
+def test_materialization_windows_are_contiguous_and_bounded() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from recsys.features.store import windows
+
+    start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC)
+    pieces = windows(start, end, timedelta(days=7))
+    assert pieces[0][0] == start and pieces[-1][1] == end
+    assert all(hi - lo <= timedelta(days=7) for lo, hi in pieces)
+    assert all(b[0] - a[1] == timedelta(microseconds=1) for a, b in itertools.pairwise(pieces))
+    assert windows(start, start, timedelta(days=1)) == [(start, start)]
