@@ -78,6 +78,13 @@ def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 3
     run_dag_test(settings, last, log_file=log_file)
     extra["airflow_dag_total"] = time.perf_counter() - t
 
+    from recsys.registry.gate import decisions
+
+    gate = decisions(settings)[-1]
+    print(
+        f"promotion gate: {'PROMOTED' if gate['promoted'] else 'kept as candidate'} {gate['candidate']}: {gate['reason']}"
+    )
+
     t = time.perf_counter()
     known = [u["user_id"] for u in site.users[:2]]
     answers = query_bento(settings, [*known, UNKNOWN_USER], k=settings.model.top_k, port=port)
