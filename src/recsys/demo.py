@@ -81,9 +81,8 @@ def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 3
     from recsys.registry.gate import decisions
 
     gate = decisions(settings)[-1]
-    print(
-        f"promotion gate: {'PROMOTED' if gate['promoted'] else 'kept as candidate'} {gate['candidate']}: {gate['reason']}"
-    )
+    verdict = "PROMOTED" if gate["promoted"] else "kept as candidate"
+    print(f"promotion gate: {verdict} {gate['candidate']}: {gate['reason']}")
 
     t = time.perf_counter()
     known = [u["user_id"] for u in site.users[:2]]
