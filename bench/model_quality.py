@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -118,16 +119,16 @@ def specs(items: pd.DataFrame, two_tower_grid: list[dict[str, Any]], quick: bool
     return {
         "popularity": ModelSpec(baselines.popularity),
         "recency_popularity": ModelSpec(
-            baselines.recency_popularity, pick([{"half_life_days": d} for d in (30, 180, 730, 3650)])
+            baselines.recency_popularity, pick([{"half_life_days": d} for d in (730, 180, 3650, 30)])
         ),
-        "item_knn": ModelSpec(baselines.item_knn, pick([{"neighbours": n} for n in (20, 100, 400)])),
+        "item_knn": ModelSpec(baselines.item_knn, pick([{"neighbours": n} for n in (100, 20, 400)])),
         "als": ModelSpec(
             baselines.als,
             pick(
-                [{"factors": f, "regularization": r, "alpha": a} for f in (64, 128) for r in (0.05,) for a in (2, 10)]
+                [{"factors": f, "regularization": r, "alpha": a} for a in (10, 2) for f in (64, 128) for r in (0.05,)]
             ),
         ),
-        "ease": ModelSpec(baselines.ease, pick([{"l2": v} for v in (100.0, 300.0, 1000.0, 3000.0)])),
+        "ease": ModelSpec(baselines.ease, pick([{"l2": v} for v in (300.0, 1000.0, 100.0, 3000.0)])),
         "two_tower": ModelSpec(
             two_tower_fit(items[["item_id", "embedding", "text"]], model_settings()), two_tower_grid, baseline=False
         ),
@@ -179,7 +180,7 @@ def _targets(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_movielens(n_boot: int = 1000, secondary: bool = True) -> dict[str, Any]:
+def run_movielens(n_boot: int = 1000, secondary: bool = True, quick: bool = False) -> dict[str, Any]:
     """Primary (per-user temporal) and secondary (global temporal) MovieLens runs."""
     from recsys.model.evaluate import (
         global_temporal_split,
@@ -194,10 +195,12 @@ def run_movielens(n_boot: int = 1000, secondary: bool = True) -> dict[str, Any]:
     embed_s = time.perf_counter() - t
     positives = positives_from_ratings(ratings, 4.0)
     item_ids = items["item_id"].to_numpy(np.int64)
-    grid = [{"temperature": 0.05}, {"temperature": 0.1}]
+    grid = [{"learning_rate": 0.01, "epochs": 10}, {"learning_rate": 0.003, "epochs": 8}]
     runs = {}
     split = per_user_temporal_split(positives)
-    runs["movielens_per_user"] = run_protocol(split, item_ids, specs(items, grid), K, n_boot)
+    runs["movielens_per_user"] = run_protocol(
+        split, item_ids, specs(items, grid[:1] if quick else grid, quick), K, n_boot
+    )
     runs["movielens_per_user"]["targets"] = _targets(runs["movielens_per_user"])
     if secondary:
         chosen = runs["movielens_per_user"]["models"]["two_tower"]["params"]
@@ -262,12 +265,16 @@ def _topic_precision(site: Any, score_fn: Any, fit_map: Any, item_ids: np.ndarra
     return float(np.mean(on_topic))
 
 
-def run(n_boot: int = 1000, secondary: bool = True, report: Path | None = None) -> dict[str, Any]:
-    """Every run; writes the HTML report (default ``bench/results/model_quality.html``); JSON-able dict."""
+def run(n_boot: int = 1000, secondary: bool = True, report: Path | None = None, quick: bool = False) -> dict[str, Any]:
+    """Every run; writes the HTML report (default ``bench/results/model_quality.html``); JSON-able dict.
+
+    ``quick``: no validation grids (each model's first grid point, the one chosen on validation during
+    development) and no secondary split: for a shared 2-core machine.
+    """
     from recsys.model.evaluate import write_report
 
     started = time.perf_counter()
-    ml = run_movielens(n_boot, secondary)
+    ml = run_movielens(n_boot, secondary and not quick, quick)
     sim = run_simulator(n_boot)
     runs = {**ml.pop("runs"), **sim["runs"]}
     out = {"runs": runs, **ml, "seconds": time.perf_counter() - started}
@@ -295,6 +302,6 @@ def _summary(out: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    figures = run()
+    figures = run(quick="--quick" in sys.argv)
     (RESULTS / "model_quality.json").write_text(json.dumps(figures, indent=2, default=float))
     print(json.dumps({k: v for k, v in figures.items() if k != "results"}, indent=2, default=float))

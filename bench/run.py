@@ -120,10 +120,31 @@ def _service_extract() -> dict:
     return extract.run()
 
 
+def _transform_validate() -> dict:
+    from bench import transform_validate
+
+    return transform_validate.run()
+
+
+def _model_quality() -> dict:
+    from bench import model_quality
+
+    return model_quality.run(quick=True)
+
+
+def _model_throughput() -> dict:
+    from bench import model_throughput
+
+    return model_throughput.run()
+
+
 BENCHES = {
     "extract_sqlite": bench_extract,
     "extract_services": _service_extract,
     "encode_items": bench_encode,
+    "transform_validate": _transform_validate,
+    "model_quality": _model_quality,
+    "model_throughput": _model_throughput,
 }
 
 

@@ -3,11 +3,12 @@
 
 The daily workflow for one data interval ``[data_interval_start, data_interval_end)``:
 
-extract (sources → raw Parquet) → GX gate on raw events → ``dbt build`` (staging → marts, with tests) →
-Feast apply + materialize → BERT item encoding (new/changed items only) → two-tower training on Feast
-point-in-time features → evaluation against popularity on a time-based holdout → BentoML model store
-(candidate) → promotion gate (does it beat production on the same holdout?) → versioned bento, built only for a
-promoted model.
+extract (sources → raw Parquet) → GX gates on raw items and events (a failing partition is quarantined) →
+``dbt build`` (staging → intermediate → marts, with tests) → GX gates on the marts → Feast apply +
+materialize → BERT item encoding (new/changed items only) → two-tower training on Feast point-in-time
+features → evaluation against popularity on a time-based holdout → BentoML model store (candidate) →
+promotion gate (does it beat production on the same holdout?) → versioned bento, built only for a promoted
+model.
 
 Each task is a thin wrapper over a ``recsys.pipeline`` stage: the same function the CLI and the tests call.
 Configuration comes from ``RECSYS_*`` environment variables (or the YAML file named by ``RECSYS_CONFIG``).
@@ -70,7 +71,13 @@ def recsys_daily() -> None:
     def dbt_build(**context) -> dict:  # noqa: ANN003
         from recsys.pipeline import transform_stage
 
-        return transform_stage(_settings(), _interval(context)[0])
+        return transform_stage(_settings(), *_interval(context))
+
+    @task(retries=0)
+    def validate_marts(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import validate_marts_stage
+
+        return validate_marts_stage(_settings(), *_interval(context))
 
     @task
     def materialize(**context) -> dict:  # noqa: ANN003
@@ -116,7 +123,8 @@ def recsys_daily() -> None:
         return bento_stage(_settings(), _interval(context)[0], model_tag)
 
     tag = register()
-    extract() >> validate_raw() >> dbt_build() >> materialize() >> encode_items() >> train() >> evaluate() >> tag
+    gated = extract() >> validate_raw() >> dbt_build() >> validate_marts()
+    gated >> materialize() >> encode_items() >> train() >> evaluate() >> tag
     promote(tag) >> build_bento(tag)
 
 

@@ -15,42 +15,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys.ingest.extract import RAW_SCHEMAS
+
 TS = pa.timestamp("us", tz="UTC")
 
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("user_id", pa.int64()),
-        ("item_id", pa.int64()),
-        ("event_type", pa.string()),
-        ("value", pa.float64()),
-        ("session_id", pa.string()),
-        ("position", pa.int32()),
-        ("occurred_at", TS),
-        ("_interval_start", TS),
-    ]
-)
-USERS_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.int64()),
-        ("created_at", TS),
-        ("updated_at", TS),
-        ("country", pa.string()),
-        ("age_band", pa.string()),
-        ("_interval_start", TS),
-    ]
-)
-ITEMS_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.int64()),
-        ("title", pa.string()),
-        ("body", pa.string()),
-        ("category", pa.string()),
-        ("tags", pa.list_(pa.string())),
-        ("published_at", TS),
-        ("updated_at", TS),
-        ("_interval_start", TS),
-    ]
+# The extraction contract itself (recsys.ingest.extract), plus the interval column extraction appends.
+EVENTS_SCHEMA, USERS_SCHEMA, ITEMS_SCHEMA = (
+    RAW_SCHEMAS[t].append(pa.field("_interval_start", TS)) for t in ("events", "users", "items")
 )
 SCHEMAS: dict[str, pa.Schema] = {"events": EVENTS_SCHEMA, "users": USERS_SCHEMA, "items": ITEMS_SCHEMA}
 
@@ -127,6 +98,8 @@ def write_partition(lake_dir: Path, table: str, day: date, rows: Iterable[dict[s
     schema = SCHEMAS[table]
     start = datetime.combine(day, time(0), tzinfo=UTC)
     filled = [{"_interval_start": start, **row} for row in rows]
+    if table == "events":  # received_at defaults to the event time (an event that arrived at once)
+        filled = [{"received_at": row.get("occurred_at"), **row} for row in filled]
     columns = {f.name: [row.get(f.name) for row in filled] for f in schema}
     path = partition_path(lake_dir, table, day)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
 
     model: ModelSettings = ModelSettings()
 
+    # Sections owned by the stage that reads them, checked against that stage's typed model at load time:
+    # recsys.validation.config.QualityConfig and recsys.transform.postgres.PostgresWarehouse.
+    quality: dict[str, Any] = Field(default_factory=dict, description="Data quality gate thresholds.")
+    warehouse_target: Literal["duckdb", "postgres"] = "duckdb"
+    postgres: dict[str, Any] = Field(default_factory=dict, description="The Postgres warehouse, when targeted.")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -150,10 +156,19 @@ class Settings(BaseSettings):
         self.feast_repo = absolute(self.feast_repo)
         if self.source_url is None:
             self.source_url = SecretStr(f"sqlite:///{self.home / 'source.db'}")
+        self._check_sections()
         for name in ("items_source", "events_source"):
             if getattr(self, name) == "mongo" and self.mongo_url is None:
                 raise ValueError(f"{name} is 'mongo' but RECSYS_MONGO_URL is not set: set it, or use 'sql'.")
         return self
+
+    def _check_sections(self) -> None:
+        """Validate the stage-owned sections now, so a typo fails at start-up, not mid-run."""
+        from recsys.transform.postgres import PostgresWarehouse
+        from recsys.validation.config import QualityConfig
+
+        QualityConfig.model_validate(self.quality)
+        PostgresWarehouse.model_validate(self.postgres)
 
     # Paths below are typed as non-optional for callers; _resolve_paths guarantees them.
     @property

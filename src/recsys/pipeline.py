@@ -47,21 +47,28 @@ def extract_stage(settings: Settings, start: datetime, end: datetime) -> dict[st
 
 
 def validate_raw_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
-    """Great Expectations gate on the interval's raw events; raises ValidationFailedError on failure."""
-    from recsys.validation import validate_raw_events
+    """GX gates on the interval's raw items and events; a failing partition is quarantined and the run stops."""
+    from recsys.validation.stages import validate_raw_stage as gate
 
     with stage("validate_raw", _timings(settings), **_label(start)):
-        result = validate_raw_events(settings, start, end)
-    return {"success": result.success, "evaluated": result.evaluated_expectations}
+        return gate(settings, start, end)
 
 
-def transform_stage(settings: Settings, start: datetime) -> dict[str, Any]:
-    """``dbt build`` (staging → marts, with tests) on the warehouse."""
+def transform_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """``dbt build`` (staging → intermediate → marts, with tests) on the warehouse, for the interval."""
     from recsys.transform import build
 
     with stage("dbt_build", _timings(settings), **_label(start)):
-        result = build(settings)
+        result = build(settings, interval=(start, end))
     return result.summary()
+
+
+def validate_marts_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """GX gates on the marts' rows of the interval; the run stops before Feast on failure."""
+    from recsys.validation.stages import validate_marts_stage as gate
+
+    with stage("validate_marts", _timings(settings), **_label(start)):
+        return gate(settings, start, end)
 
 
 def features_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
@@ -157,7 +164,7 @@ def evaluate_stage(settings: Settings, start: datetime) -> dict[str, Any]:
         data = training_set.TrainingData.load(out)
         artifact = load_artifact(out / "artifact")
         metrics = evaluate_side_by_side(
-            model_scorer(artifact, data.test_user_features),
+            model_scorer(artifact, data.test_user_features, data.recent_items()),
             data.train[["user_id", "item_id"]],
             data.test[["user_id", "item_id"]],
             artifact.item_ids,

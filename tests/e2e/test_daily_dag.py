@@ -44,7 +44,7 @@ def dag_run(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def test_every_stage_ran_for_the_interval(dag_run: Settings) -> None:
     stages = [json.loads(line)["stage"] for line in (dag_run.home / "timings.jsonl").read_text().splitlines()]
     assert stages == [
-        "extract", "validate_raw", "dbt_build", "feast_materialize", "encode_items",
+        "extract", "validate_raw", "dbt_build", "validate_marts", "feast_materialize", "encode_items",
         "train", "evaluate", "register", "gate", "build_bento",
     ]  # fmt: skip
     manifest = json.loads((dag_run.home / "runs" / "dt=2026-11-04" / "artifact" / "manifest.json").read_text())

@@ -1,7 +1,7 @@
 with
 
 events as (
-    select * from {{ ref('stg_app__events') }}
+    select * from {{ ref('int_events_deduplicated') }}
 ),
 
 labelled as (

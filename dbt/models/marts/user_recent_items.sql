@@ -22,7 +22,10 @@ activity_days_with_end as (
 ),
 
 positives as (
-    select user_id, item_id, occurred_at
+    select
+        user_id,
+        item_id,
+        occurred_at
     from interactions
     where label = 1
 ),
@@ -35,9 +38,10 @@ latest_positive_per_item as (
         max(positives.occurred_at) as last_positive_at
     from activity_days_with_end as days
     inner join positives
-        on positives.user_id = days.user_id
-        and positives.occurred_at < days.event_timestamp
-    group by 1, 2, 3
+        on
+            days.user_id = positives.user_id
+            and days.event_timestamp > positives.occurred_at
+    group by days.user_id, days.feature_date, positives.item_id
 ),
 
 ranked as (
@@ -54,10 +58,10 @@ recent_lists as (
     select
         user_id,
         feature_date,
-        list(item_id order by recency_rank) as recent_item_ids
+        array_agg(item_id order by recency_rank) as recent_item_ids
     from ranked
     where recency_rank <= {{ var('recent_items_limit') }}
-    group by 1, 2
+    group by user_id, feature_date
 ),
 
 final as (
@@ -65,11 +69,12 @@ final as (
         days.user_id,
         days.feature_date,
         days.event_timestamp,
-        coalesce(recent_lists.recent_item_ids, cast([] as bigint[])) as recent_item_ids
+        coalesce(recent_lists.recent_item_ids, {{ empty_array('bigint') }}) as recent_item_ids
     from activity_days_with_end as days
     left join recent_lists
-        on recent_lists.user_id = days.user_id
-        and recent_lists.feature_date = days.feature_date
+        on
+            days.user_id = recent_lists.user_id
+            and days.feature_date = recent_lists.feature_date
 )
 
 select * from final

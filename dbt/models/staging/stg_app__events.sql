@@ -1,5 +1,5 @@
--- One row per event_id: a re-extracted or overlapping partition can repeat an event; keep one copy
--- (the one from the latest extraction interval).
+-- Raw events typed and renamed, one row per raw row: an event re-delivered by a re-extracted or overlapping
+-- partition appears once per delivery here; int_events_deduplicated keeps one copy.
 with
 
 source as (
@@ -12,7 +12,7 @@ renamed as (
         cast(user_id as bigint) as user_id,
         cast(item_id as bigint) as item_id,
         lower(cast(event_type as varchar)) as event_type,
-        cast(value as double) as value,
+        cast(value as {{ type_float64() }}) as value,
         cast(session_id as varchar) as session_id,
         cast(position as integer) as position,
         cast(occurred_at as timestamptz) as occurred_at,
@@ -20,17 +20,8 @@ renamed as (
     from source
 ),
 
-deduplicated as (
-    select *
-    from renamed
-    qualify row_number() over (
-        partition by event_id
-        order by extracted_interval_start desc, occurred_at desc
-    ) = 1
-),
-
 final as (
-    select * from deduplicated
+    select * from renamed
 )
 
 select * from final

@@ -16,17 +16,26 @@ renamed as (
     from source
 ),
 
-latest_version as (
-    select *
+ranked_versions as (
+    select
+        *,
+        row_number() over (
+            partition by user_id
+            order by updated_at desc, extracted_interval_start desc
+        ) as version_rank
     from renamed
-    qualify row_number() over (
-        partition by user_id
-        order by updated_at desc, extracted_interval_start desc
-    ) = 1
 ),
 
 final as (
-    select * from latest_version
+    select
+        user_id,
+        created_at,
+        country,
+        age_band,
+        updated_at,
+        extracted_interval_start
+    from ranked_versions
+    where version_rank = 1
 )
 
 select * from final

@@ -11,24 +11,35 @@ renamed as (
         cast(title as varchar) as title,
         cast(body as varchar) as body,
         cast(category as varchar) as category,
-        cast(coalesce(tags, []) as varchar[]) as tags,
+        cast(coalesce(tags, {{ empty_array('varchar') }}) as varchar[]) as tags,
         cast(published_at as timestamptz) as published_at,
         cast(updated_at as timestamptz) as updated_at,
         cast(_interval_start as timestamptz) as extracted_interval_start
     from source
 ),
 
-latest_version as (
-    select *
+ranked_versions as (
+    select
+        *,
+        row_number() over (
+            partition by item_id
+            order by updated_at desc, extracted_interval_start desc
+        ) as version_rank
     from renamed
-    qualify row_number() over (
-        partition by item_id
-        order by updated_at desc, extracted_interval_start desc
-    ) = 1
 ),
 
 final as (
-    select * from latest_version
+    select
+        item_id,
+        title,
+        body,
+        category,
+        tags,
+        published_at,
+        updated_at,
+        extracted_interval_start
+    from ranked_versions
+    where version_rank = 1
 )
 
 select * from final

@@ -1,8 +1,14 @@
-"""Training data: pandas frames -> typed arrays -> ``tf.data`` pipelines (config in, Dataset out)."""
+"""Training data: pandas frames -> typed arrays -> ``tf.data`` pipelines (config in, Dataset out).
+
+Ids become row indices here, outside the TensorFlow graph (so the training step has no hash tables and
+can be XLA-compiled): ``index_of(vocabulary, ids)`` maps ``vocabulary[i]`` to ``i + 1`` and anything
+else to 0, exactly as the exported towers' ``IntegerLookup(vocabulary, num_oov_indices=1)`` layers do.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import TrainingError
-from recsys.model.two_tower import ITEM_EMBEDDING, ITEM_FEATURES, ITEM_ID, USER_FEATURES, USER_ID
+from recsys.model.two_tower import ITEM_ROW, PAD_ITEM_ID, RECENT_ITEM_IDS, RECENT_ROWS, USER_FEATURES, USER_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +28,36 @@ class ItemTable:
     item_ids: np.ndarray
     text_embeddings: np.ndarray
     features: np.ndarray
+    texts: list[str] | None = None
 
 
 @dataclass(frozen=True)
 class Interactions:
-    """Positive (user, item) pairs: user ids/features at interaction time and the item's row in ``ItemTable``."""
+    """Positive (user, item) pairs: user ids/features/recent items at interaction time, the item's table row."""
 
     user_ids: np.ndarray
     user_features: np.ndarray
     item_rows: np.ndarray
+    recent_item_ids: np.ndarray  # int64 [N, R], newest first, padded with PAD_ITEM_ID
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise TrainingError(f"{what} lacks columns {missing}; it has {list(df.columns)}. Check the feature service.")
+
+
+def index_of(vocabulary: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``vocabulary[i] -> i + 1``, anything else -> 0 (int32, same shape as ``ids``), like IntegerLookup."""
+    vocab = np.asarray(vocabulary, np.int64)
+    ids = np.asarray(ids, np.int64)
+    if len(vocab) == 0:
+        return np.zeros(ids.shape, np.int32)
+    order = np.argsort(vocab, kind="stable")
+    sorted_vocab = vocab[order]
+    pos = np.clip(np.searchsorted(sorted_vocab, ids), 0, len(vocab) - 1)
+    found = sorted_vocab[pos] == ids
+    return np.where(found, order[pos] + 1, 0).astype(np.int32)
 
 
 def feature_matrix(df: pd.DataFrame, names: list[str], what: str) -> np.ndarray:
@@ -61,61 +82,115 @@ def item_table(items_df: pd.DataFrame, item_feature_names: list[str]) -> ItemTab
     dims = {len(e) for e in items_df["embedding"]}
     if len(dims) != 1:
         raise TrainingError(f"item embeddings have mixed sizes {sorted(dims)}: re-encode all items with one model.")
+    texts = items_df["text"].fillna("").astype(str).tolist() if "text" in items_df.columns else None
     return ItemTable(
         item_ids=items_df["item_id"].to_numpy(dtype=np.int64),
         text_embeddings=np.stack([np.asarray(e, np.float32) for e in items_df["embedding"]]),
         features=feature_matrix(items_df, item_feature_names, "items_df"),
+        texts=texts,
     )
 
 
-def interactions(train_df: pd.DataFrame, items: ItemTable, user_feature_names: list[str]) -> Interactions:
-    """Positive pairs of ``train_df`` (user_id, item_id + user features) mapped onto rows of ``items``."""
+def pad_recent(lists: Sequence[Any], length: int) -> np.ndarray:
+    """Lists of item ids (newest first) -> int64 ``[N, length]``: truncated, padded with ``PAD_ITEM_ID``."""
+    out = np.full((len(lists), length), PAD_ITEM_ID, np.int64)
+    for i, ids in enumerate(lists):
+        if ids is None or (isinstance(ids, float) and np.isnan(ids)):
+            continue
+        values = np.asarray(ids, np.int64).reshape(-1)[:length]
+        out[i, : len(values)] = values
+    return out
+
+
+def recent_before_each(train_df: pd.DataFrame, length: int) -> np.ndarray:
+    """For each row, the same user's positives strictly earlier in time (newest first), ``[N, length]``.
+
+    Rows of one user at the same timestamp do not see each other (point in time: ``occurred_at < T``).
+    """
+    _require_columns(train_df, ["user_id", "item_id", "event_timestamp"], "train_df")
+    out = np.full((len(train_df), length), PAD_ITEM_ID, np.int64)
+    if length == 0 or train_df.empty:
+        return out
+    frame = pd.DataFrame(
+        {
+            "u": train_df["user_id"].to_numpy(np.int64),
+            "i": train_df["item_id"].to_numpy(np.int64),
+            "t": pd.to_datetime(train_df["event_timestamp"], utc=True).to_numpy(),
+            "pos": np.arange(len(train_df)),
+        }
+    ).sort_values(["u", "t", "pos"], kind="stable")
+    users, items, times, pos = (frame[c].to_numpy() for c in ("u", "i", "t", "pos"))
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    for lo, hi in zip(starts, ends, strict=True):
+        first_at_time = lo + np.searchsorted(times[lo:hi], times[lo:hi], side="left")  # earlier rows: [lo, that)
+        for j in range(lo, hi):
+            earlier = items[max(lo, first_at_time[j - lo] - length) : first_at_time[j - lo]][::-1]
+            out[pos[j], : len(earlier)] = earlier
+    return out
+
+
+def recent_items_by_user(positives: pd.DataFrame, length: int) -> dict[int, list[int]]:
+    """Each user's last ``length`` positives of ``positives`` (user_id, item_id, event_timestamp), newest first."""
+    _require_columns(positives, ["user_id", "item_id", "event_timestamp"], "positives")
+    frame = positives.assign(_t=pd.to_datetime(positives["event_timestamp"], utc=True), _p=np.arange(len(positives)))
+    frame = frame.sort_values(["user_id", "_t", "_p"], ascending=[True, False, False], kind="stable")
+    newest = frame.groupby("user_id", sort=False).head(length)
+    return {int(u): [int(i) for i in g] for u, g in newest.groupby("user_id", sort=False)["item_id"]}
+
+
+def interactions(
+    train_df: pd.DataFrame, items: ItemTable, user_feature_names: list[str], history_length: int = 0
+) -> Interactions:
+    """Positive pairs of ``train_df`` mapped onto rows of ``items``, with each row's recent items.
+
+    Recent items come from a ``recent_item_ids`` column when present (point-in-time lists, e.g. from the
+    Feast ``user_recent_items`` view), else from ``train_df`` itself (the user's earlier positives).
+    """
     _require_columns(train_df, ["user_id", "item_id"], "train_df")
     if train_df.empty:
         raise TrainingError("train_df has no positive interactions: widen the training window or check labels.")
-    row_of = pd.Series(np.arange(len(items.item_ids)), index=items.item_ids)
-    rows = row_of.reindex(train_df["item_id"].to_numpy())
-    if rows.isna().any():
-        unknown = pd.unique(train_df["item_id"][rows.isna().to_numpy()])[:5].tolist()
+    rows = index_of(items.item_ids, train_df["item_id"].to_numpy()) - 1
+    if (rows < 0).any():
+        unknown = pd.unique(train_df["item_id"].to_numpy()[rows < 0])[:5].tolist()
         raise TrainingError(
-            f"{int(rows.isna().sum())} interactions name items without an embedding (e.g. {unknown}): "
+            f"{int((rows < 0).sum())} interactions name items without an embedding (e.g. {unknown}): "
             "encode those items (encode_items) or drop the interactions."
         )
+    if RECENT_ITEM_IDS in train_df.columns:
+        recent = pad_recent(train_df[RECENT_ITEM_IDS].tolist(), history_length)
+    else:
+        recent = recent_before_each(train_df, history_length) if history_length else np.zeros((len(train_df), 0))
     return Interactions(
         user_ids=train_df["user_id"].to_numpy(dtype=np.int64),
         user_features=feature_matrix(train_df, user_feature_names, "train_df"),
-        item_rows=rows.to_numpy(dtype=np.int32),
+        item_rows=rows.astype(np.int32),
+        recent_item_ids=recent.astype(np.int64),
     )
 
 
-def training_dataset(pairs: Interactions, items: ItemTable, batch_size: int, seed: int, shuffle: bool = True) -> Any:
-    """Batches of the two-tower inputs (no labels: the positive of row i is item i), seeded shuffle."""
+def training_arrays(pairs: Interactions, user_vocabulary: np.ndarray, item_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The training model's inputs: user index, features, recent item rows (0 = padding), positive's row."""
+    arrays = {
+        USER_INDEX: index_of(user_vocabulary, pairs.user_ids),
+        USER_FEATURES: pairs.user_features,
+        ITEM_ROW: pairs.item_rows,
+    }
+    if pairs.recent_item_ids.shape[1]:
+        arrays[RECENT_ROWS] = index_of(item_ids, pairs.recent_item_ids)
+    return arrays
+
+
+def training_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int, shuffle: bool = True) -> Any:
+    """Batches of the training model's inputs (no labels: the loss reads ``item_row``), seeded shuffle.
+
+    ``drop_remainder`` keeps every batch the same shape (one XLA compilation; MirroredStrategy splits evenly)
+    when there is more than one batch.
+    """
     import tensorflow as tf
 
-    item_ids = tf.constant(items.item_ids)
-    text = tf.constant(items.text_embeddings)
-    features = tf.constant(items.features)
-
-    def gather(batch: dict[str, Any]) -> dict[str, Any]:
-        rows = batch.pop("item_row")
-        return {
-            **batch,
-            ITEM_ID: tf.gather(item_ids, rows),
-            ITEM_EMBEDDING: tf.gather(text, rows),
-            ITEM_FEATURES: tf.gather(features, rows),
-        }
-
-    ds = tf.data.Dataset.from_tensor_slices(
-        {USER_ID: pairs.user_ids, USER_FEATURES: pairs.user_features, "item_row": pairs.item_rows}
-    )
+    n = len(next(iter(arrays.values())))
+    ds = tf.data.Dataset.from_tensor_slices(dict(arrays))
     if shuffle:
-        ds = ds.shuffle(len(pairs.user_ids), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def item_dataset(items: ItemTable, batch_size: int) -> Any:
-    """Item tower inputs for every item, in ``items`` order (to precompute the item matrix)."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices({ITEM_EMBEDDING: items.text_embeddings, ITEM_FEATURES: items.features})
-    return ds.batch(batch_size)
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=n > batch_size).prefetch(tf.data.AUTOTUNE)

@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,10 +25,20 @@ from recsys.errors import RegistryError, TrainingError
 from recsys.model import data
 from recsys.model.backend import distribution_strategy, gpus
 from recsys.model.two_tower import (
+    ITEM_EMBEDDING,
+    ITEM_FEATURES,
+    ITEM_INDEX,
+    LOSSES,
+    PAD_ITEM_ID,
+    PADDING_MASK,
+    RECENT_ITEM_IDS,
+    TOKEN_IDS,
     USER_FEATURES,
     USER_ID,
     TwoTowerModel,
-    build_item_tower,
+    build_bert_item_core,
+    build_item_core,
+    build_user_core,
     build_user_tower,
     keras,
     set_oov_to_mean,
@@ -54,6 +65,44 @@ REQUIRED_METADATA = (
 ARTIFACT_FORMAT = 1
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """Two-tower knobs beyond ``ModelSettings`` (defaults here; a ``ModelSettings`` field of the same name wins).
+
+    ``loss``: ``full_catalog`` (softmax over every catalog item: the default, it keeps popularity that
+    in-batch negatives cancel), ``in_batch`` or ``mixed`` (in-batch + ``num_sampled`` uniform items).
+    ``history_length``: R, recent items per user fed to the user tower (0: no history input).
+    ``history_id_dim``: width of the trainable id embedding of those recent items (0: text only).
+    ``item_id_embedding``: give items with training interactions an id embedding (cold items use the OOV
+    row, trained through ``id_dropout``). ``finetune_bert``: ``auto`` (on when a GPU is visible), ``on``,
+    ``off``; it fine-tunes the top ``finetune_bert_layers`` BERT layers end to end (needs a ``text``
+    column in ``items_df``; forces ``mixed`` negatives). ``jit_compile`` / ``mixed_precision``: ``auto``
+    (on with a GPU), ``on``, ``off``.
+    """
+
+    loss: str = "full_catalog"
+    num_sampled: int = 1024
+    history_length: int = 10
+    history_id_dim: int = 32
+    item_id_embedding: bool = True
+    id_dropout: float = 0.1
+    hidden_units: int = 0
+    finetune_bert: str = "auto"
+    finetune_bert_layers: int = 2
+    jit_compile: str = "auto"
+    mixed_precision: str = "auto"
+
+    @classmethod
+    def from_settings(cls, cfg: Any, **overrides: Any) -> TrainOptions:
+        """Defaults, replaced by same-named ``cfg`` fields (if the settings have them), then ``overrides``."""
+        names = [f.name for f in fields(cls)]
+        values = {n: getattr(cfg, n) for n in names if hasattr(cfg, n)}
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TrainingError(f"unknown training options {unknown}; known: {names}.")
+        return cls(**{**values, **overrides})
+
+
 @dataclass
 class TrainedModel:
     """A trained user tower plus the precomputed, L2-normalised item matrix (row i is ``item_ids[i]``)."""
@@ -65,35 +114,138 @@ class TrainedModel:
     user_feature_names: list[str]
     item_feature_names: list[str]
     history: list[float] = field(default_factory=list)
+    history_length: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    examples: int = 0
 
 
 def _stats(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return matrix.mean(axis=0), matrix.var(axis=0)
 
 
-def _build_model(pairs: data.Interactions, items: data.ItemTable, cfg: ModelSettings) -> TwoTowerModel:
-    user_tower = build_user_tower(
-        np.unique(pairs.user_ids), pairs.user_features.shape[1], cfg.embedding_dim, _stats(pairs.user_features)
-    )
-    item_tower = build_item_tower(
-        items.text_embeddings.shape[1], items.features.shape[1], cfg.embedding_dim, _stats(items.features)
-    )
-    model = TwoTowerModel(user_tower, item_tower, cfg.temperature, name="two_tower")
-    # jit_compile off: the IntegerLookup hash table inside the user tower cannot be XLA-compiled.
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), jit_compile=False)
-    return model
+def _auto(flag: str, name: str) -> bool:
+    if flag not in ("auto", "on", "off"):
+        raise TrainingError(f"training option {name} is {flag!r}; use 'auto', 'on' or 'off'.")
+    return bool(gpus()) if flag == "auto" else flag == "on"
 
 
-def _check_cfg(cfg: ModelSettings) -> None:
+def _check_cfg(cfg: ModelSettings, opts: TrainOptions) -> None:
     for name in ("epochs", "batch_size", "embedding_dim"):
         if getattr(cfg, name) < 1:
             raise TrainingError(f"model.{name} is {getattr(cfg, name)}; it must be a positive integer.")
     if cfg.learning_rate <= 0 or cfg.temperature <= 0:
         raise TrainingError("model.learning_rate and model.temperature must be > 0 (e.g. 0.01 and 0.1).")
+    if opts.loss not in LOSSES:
+        raise TrainingError(f"training option loss is {opts.loss!r}; choose one of {LOSSES}.")
+    if opts.history_length < 0 or opts.history_id_dim < 0 or opts.num_sampled < 0:
+        raise TrainingError("history_length, history_id_dim and num_sampled must be >= 0.")
+    if not 0.0 <= opts.id_dropout < 1.0:
+        raise TrainingError(f"id_dropout is {opts.id_dropout}; it must be in [0, 1).")
 
 
-def _precision_policy() -> str:
-    return "mixed_float16" if gpus() else keras.mixed_precision.dtype_policy().name
+@dataclass(frozen=True)
+class _Plan:
+    """Everything the model build needs, decided before entering the strategy scope."""
+
+    user_vocab: np.ndarray
+    item_vocab: np.ndarray
+    catalog: dict[str, np.ndarray]
+    finetune: bool
+    loss: str
+
+
+def _text_catalog(items: data.ItemTable, cfg: ModelSettings, opts: TrainOptions) -> tuple[dict[str, Any], bool]:
+    """The item text part of the catalog: frozen embeddings, or tokens when BERT is fine-tuned."""
+    if not _auto(opts.finetune_bert, "finetune_bert") or opts.finetune_bert_layers == 0:
+        return {ITEM_EMBEDDING: items.text_embeddings}, False
+    if items.texts is None:
+        if opts.finetune_bert == "on":
+            raise TrainingError("finetune_bert is 'on' but items_df has no 'text' column: pass the item texts.")
+        log.warning("a GPU is visible but items_df has no 'text' column: training on frozen text embeddings")
+        return {ITEM_EMBEDDING: items.text_embeddings}, False
+    from recsys.model.encoder import load_encoder
+
+    encoder = load_encoder(cfg.bert_checkpoint, cfg.max_length)
+    tokens = encoder.tokenizer(
+        items.texts, padding="max_length", truncation=True, max_length=cfg.max_length, return_tensors="np"
+    )
+    catalog = {
+        TOKEN_IDS: tokens["input_ids"].astype(np.int32),
+        PADDING_MASK: tokens["attention_mask"].astype(np.int32),
+        "_backbone": encoder.backbone,
+    }
+    return catalog, True
+
+
+def _plan(pairs: data.Interactions, items: data.ItemTable, cfg: ModelSettings, opts: TrainOptions) -> _Plan:
+    catalog, finetune = _text_catalog(items, cfg, opts)
+    catalog[ITEM_FEATURES] = items.features
+    item_vocab = np.unique(items.item_ids[pairs.item_rows]) if opts.item_id_embedding else np.zeros(0, np.int64)
+    if opts.item_id_embedding:
+        catalog[ITEM_INDEX] = data.index_of(item_vocab, items.item_ids)
+    loss = opts.loss
+    if finetune and loss == "full_catalog":
+        log.info("fine-tuning BERT: full-catalog softmax would run BERT over every item per step; using mixed")
+        loss = "mixed"
+    return _Plan(np.unique(pairs.user_ids), item_vocab, catalog, finetune, loss)
+
+
+def _build_model(
+    pairs: data.Interactions, items: data.ItemTable, cfg: ModelSettings, opts: TrainOptions, plan: _Plan
+) -> TwoTowerModel:
+    user_core = build_user_core(
+        len(plan.user_vocab),
+        pairs.user_features.shape[1],
+        cfg.embedding_dim,
+        _stats(pairs.user_features),
+        items.text_embeddings,
+        opts.history_length,
+        opts.history_id_dim,
+        opts.hidden_units,
+    )
+    catalog = dict(plan.catalog)
+    n_ids = len(plan.item_vocab)
+    if plan.finetune:
+        item_core = build_bert_item_core(
+            catalog.pop("_backbone"),
+            opts.finetune_bert_layers,
+            cfg.max_length,
+            items.features.shape[1],
+            cfg.embedding_dim,
+            _stats(items.features),
+            n_ids,
+            opts.hidden_units,
+        )
+    else:
+        item_core = build_item_core(
+            items.text_embeddings.shape[1],
+            items.features.shape[1],
+            cfg.embedding_dim,
+            _stats(items.features),
+            n_ids,
+            opts.hidden_units,
+        )
+    model = TwoTowerModel(
+        user_core,
+        item_core,
+        catalog,
+        cfg.temperature,
+        loss=plan.loss,
+        num_sampled=opts.num_sampled,
+        id_dropout=opts.id_dropout,
+        seed=cfg.seed,
+        name="two_tower",
+    )
+    # XLA: the towers' hash-table lookups run outside the step (data.index_of), so the step compiles.
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), jit_compile=_auto(opts.jit_compile, "jit"))
+    return model
+
+
+def _precision_policy(opts: TrainOptions) -> str:
+    if _auto(opts.mixed_precision, "mixed_precision"):
+        return "mixed_float16"
+    return keras.mixed_precision.dtype_policy().name
 
 
 def train(
@@ -102,43 +254,75 @@ def train(
     user_feature_names: Sequence[str],
     item_feature_names: Sequence[str],
     cfg: ModelSettings,
+    *,
+    options: TrainOptions | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TrainedModel:
     """Train the two-tower model on positive interactions and precompute the item matrix.
 
     ``train_df``: one row per positive interaction (``user_id``, ``item_id``, ``event_timestamp`` + the
-    user feature columns as of the interaction). ``items_df``: one row per candidate item (``item_id``,
-    ``embedding`` + the item feature columns). Seeded by ``cfg.seed``; CPU unless a GPU is visible, then
-    ``MirroredStrategy`` + mixed precision.
+    user feature columns as of the interaction; optionally ``recent_item_ids``, the user's earlier
+    positives newest first; without it they are derived from ``train_df``). ``items_df``: one row per
+    candidate item (``item_id``, ``embedding`` + the item feature columns; ``text`` for BERT fine-tuning).
+    Seeded by ``cfg.seed``; CPU unless a GPU is visible, then ``MirroredStrategy``, mixed precision, XLA.
     """
-    _check_cfg(cfg)
+    opts = options or TrainOptions.from_settings(cfg)
+    _check_cfg(cfg, opts)
     user_names, item_names = list(user_feature_names), list(item_feature_names)
     items = data.item_table(items_df, item_names)
-    pairs = data.interactions(train_df, items, user_names)
+    pairs = data.interactions(train_df, items, user_names, opts.history_length)
     keras.utils.set_random_seed(cfg.seed)
+    plan = _plan(pairs, items, cfg, opts)
     previous_policy = keras.mixed_precision.dtype_policy().name
-    keras.mixed_precision.set_dtype_policy(_precision_policy())
+    keras.mixed_precision.set_dtype_policy(_precision_policy(opts))
+    started = time.perf_counter()
     try:
         with distribution_strategy().scope():
-            model = _build_model(pairs, items, cfg)
-        dataset = data.training_dataset(pairs, items, cfg.batch_size, cfg.seed)
-        fit = model.fit(dataset, epochs=cfg.epochs, shuffle=False, verbose=0)  # shuffled in tf.data
+            model = _build_model(pairs, items, cfg, opts, plan)
+        arrays = data.training_arrays(pairs, plan.user_vocab, items.item_ids)
+        dataset = data.training_dataset(arrays, cfg.batch_size, cfg.seed)
+        fit = model.fit(dataset, epochs=cfg.epochs, shuffle=False, verbose=0, callbacks=list(callbacks))
+        seconds = time.perf_counter() - started
+        losses = [float(v) for v in fit.history["loss"]]
+        if not np.all(np.isfinite(losses)):
+            raise TrainingError(f"training diverged (loss per epoch {losses}): lower model.learning_rate.")
+        log.info(
+            "trained %d epochs on %d interactions in %.1f s: loss %s", cfg.epochs, len(pairs.user_ids), seconds, losses
+        )
+        if opts.id_dropout == 0:
+            set_oov_to_mean(model.user_core)
+        vectors = _item_matrix(model, len(items.item_ids))
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
-    losses = [float(v) for v in fit.history["loss"]]
-    if not np.all(np.isfinite(losses)):
-        raise TrainingError(f"training diverged (loss per epoch {losses}): lower model.learning_rate.")
-    log.info("trained %d epochs on %d interactions: loss %s", cfg.epochs, len(pairs.user_ids), losses)
-    set_oov_to_mean(model.user_tower)
-    vectors = model.item_tower.predict(data.item_dataset(items, 4096), verbose=0)
+    user_tower = build_user_tower(
+        plan.user_vocab,
+        pairs.user_features.shape[1],
+        cfg.embedding_dim,
+        core=model.user_core,
+        item_vocabulary=items.item_ids,
+    )
     return TrainedModel(
-        user_tower=model.user_tower,
-        item_tower=model.item_tower,
+        user_tower=user_tower,
+        item_tower=model.item_core,
         item_ids=items.item_ids,
-        item_embeddings=_unit_rows(np.asarray(vectors, np.float32)),
+        item_embeddings=_unit_rows(vectors),
         user_feature_names=user_names,
         item_feature_names=item_names,
         history=losses,
+        history_length=opts.history_length,
+        options={**asdict(opts), "loss": plan.loss, "finetuned_bert": plan.finetune},
+        train_seconds=seconds,
+        examples=len(pairs.user_ids) * cfg.epochs,
     )
+
+
+def _item_matrix(model: TwoTowerModel, n_items: int, chunk: int = 4096) -> np.ndarray:
+    """The item core over every catalog row (no dropout), float32 ``[M, d]``."""
+    out = [
+        keras.ops.convert_to_numpy(model.item_vectors(np.arange(lo, min(lo + chunk, n_items), dtype=np.int32)))
+        for lo in range(0, n_items, chunk)
+    ]
+    return np.concatenate(out).astype(np.float32)
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -176,6 +360,10 @@ def _manifest(trained: TrainedModel, metadata: Mapping[str, Any]) -> dict[str, A
         "embedding_dim": int(trained.item_embeddings.shape[1]),
         "n_items": len(trained.item_ids),
         "training_loss": trained.history,
+        # User tower input recent_item_ids: int64 [B, history_length], newest first, padded with PAD_ITEM_ID.
+        "history_length": trained.history_length,
+        "recent_item_pad": PAD_ITEM_ID,
+        "training_options": trained.options,
     }
     try:
         json.dumps(manifest)
@@ -235,8 +423,22 @@ class Ranked(NamedTuple):
     scores: np.ndarray
 
 
-def user_vectors(user_tower: Any, user_ids: Sequence[int] | np.ndarray, user_features: np.ndarray) -> np.ndarray:
-    """Run the user tower: ids ``[B]`` + raw features ``[B, F]`` -> float32 ``[B, d]``."""
+def history_length(user_tower: Any) -> int:
+    """R of the tower's ``recent_item_ids`` input ``[B, R]`` (0 when the tower takes no recent items)."""
+    return int(user_tower.input[RECENT_ITEM_IDS].shape[-1]) if RECENT_ITEM_IDS in user_tower.input else 0
+
+
+def user_vectors(
+    user_tower: Any,
+    user_ids: Sequence[int] | np.ndarray,
+    user_features: np.ndarray,
+    recent_item_ids: Sequence[Any] | np.ndarray | None = None,
+) -> np.ndarray:
+    """Run the user tower: ids ``[B]`` + raw features ``[B, F]`` (+ recent item id lists) -> float32 ``[B, d]``.
+
+    ``recent_item_ids``: per user a list of item ids, newest first (or an int64 ``[B, R]`` array padded with
+    -1); lists are truncated/padded to the tower's R. None means no history (all padding).
+    """
     ids = np.asarray(user_ids, np.int64).reshape(-1)
     feats = np.asarray(user_features, np.float32).reshape(len(ids), -1)
     expected = user_tower.input[USER_FEATURES].shape[-1]
@@ -244,7 +446,14 @@ def user_vectors(user_tower: Any, user_ids: Sequence[int] | np.ndarray, user_fea
         raise ValueError(f"user_features has {feats.shape[1]} columns; the user tower expects {expected}.")
     if len(ids) == 0:
         return np.zeros((0, user_tower.output.shape[-1]), np.float32)
-    out = user_tower.predict({USER_ID: ids, USER_FEATURES: feats}, batch_size=4096, verbose=0)
+    inputs = {USER_ID: ids, USER_FEATURES: feats}
+    length = history_length(user_tower)
+    if length:
+        lists = [None] * len(ids) if recent_item_ids is None else list(recent_item_ids)
+        if len(lists) != len(ids):
+            raise ValueError(f"recent_item_ids has {len(lists)} rows for {len(ids)} users: pass one list per user.")
+        inputs[RECENT_ITEM_IDS] = data.pad_recent(lists, length)
+    out = user_tower.predict(inputs, batch_size=4096, verbose=0)
     return np.asarray(out, np.float32)
 
 
@@ -264,9 +473,10 @@ def recommend(
     user_features: np.ndarray,
     k: int,
     exclude: Mapping[int, set[int]] | None = None,
+    recent_item_ids: Sequence[Any] | None = None,
 ) -> list[Ranked]:
     """Top-``k`` items per user by dot(user vector, item matrix); ``exclude[user_id]`` items are skipped."""
-    vectors = user_vectors(artifact.user_tower, user_ids, user_features)
+    vectors = user_vectors(artifact.user_tower, user_ids, user_features, recent_item_ids)
     scores = vectors @ artifact.item_embeddings.T
     exclude = exclude or {}
     return [top_k(row, artifact.item_ids, k, exclude.get(int(u))) for u, row in zip(user_ids, scores, strict=True)]
@@ -279,16 +489,27 @@ def latest_user_features(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFr
 
 
 def model_scorer(
-    trained: TrainedModel | ModelArtifact, features_by_user: pd.DataFrame
+    trained: TrainedModel | ModelArtifact,
+    features_by_user: pd.DataFrame,
+    recent_items: Mapping[int, Sequence[int]] | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A score function for ``evaluate``: user ids ``[U]`` -> scores ``[U, n_items]`` in item_ids order.
 
     ``features_by_user`` is indexed by user_id with the user feature columns in tower order; users
-    without a row get 0 for every feature (as at training for a missing feature row).
+    without a row get 0 for every feature (as at training for a missing feature row). Recent items come
+    from ``recent_items`` (``{user_id: [item ids, newest first]}``, e.g. ``data.recent_items_by_user``) or
+    else a ``recent_item_ids`` column of ``features_by_user``; a user with neither has no history.
     """
+    frame = features_by_user
+    if recent_items is None and RECENT_ITEM_IDS in frame.columns:
+        recent_items = {int(u): v for u, v in frame[RECENT_ITEM_IDS].items() if v is not None}
+    frame = frame.drop(columns=[RECENT_ITEM_IDS], errors="ignore")
+    history = recent_items or {}
 
     def score(user_ids: np.ndarray) -> np.ndarray:
-        feats = features_by_user.reindex(np.asarray(user_ids, np.int64)).fillna(0.0).to_numpy(np.float32)
-        return user_vectors(trained.user_tower, user_ids, feats) @ trained.item_embeddings.T
+        ids = np.asarray(user_ids, np.int64)
+        feats = frame.reindex(ids).fillna(0.0).to_numpy(np.float32)
+        lists = [history.get(int(u)) for u in ids]
+        return user_vectors(trained.user_tower, ids, feats, lists) @ trained.item_embeddings.T
 
     return score

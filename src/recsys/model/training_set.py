@@ -48,6 +48,12 @@ class TrainingData:
 
         return popular_item_ids(self.train[["user_id", "item_id"]])
 
+    def recent_items(self, length: int = 10) -> dict[int, list[int]]:
+        """Each user's last ``length`` training positives, newest first: the history as of the holdout start."""
+        from recsys.model.data import recent_items_by_user
+
+        return recent_items_by_user(self.train[["user_id", "item_id", "event_timestamp"]], length)
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.train.to_parquet(folder / "train.parquet", index=False)

@@ -1,13 +1,26 @@
 """Keras 3 two-tower retrieval model (TensorFlow backend).
 
-* User tower (exported as ``user_tower.keras``): ``{"user_id": int64 [B], "user_features": float32 [B, F]}``
-  -> IntegerLookup (1 OOV bucket) -> Embedding, concatenated with the normalised features -> Dense ->
-  L2-normalised float32 ``[B, d]``. Only built-in Keras layers, so it loads without custom objects.
-* Item tower: frozen precomputed BERT text embedding ``[B, H]`` + normalised item features ``[B, G]`` ->
-  Dense -> L2-normalised ``[B, d]``; run once after training to precompute the item matrix.
-* Training model: in-batch softmax over ``user · item / temperature``; other rows of the batch are the
-  negatives, except copies of the row's own item (masked out, so popular items are not pushed away from
-  the users who chose them).
+Each tower is split in two so the training step can be XLA-compiled: a *lookup* part (``IntegerLookup``
+hash tables, which XLA cannot compile) and a *core* part (embeddings, dense layers) that takes row indices.
+Training feeds indices computed outside the graph (``recsys.model.data``); the exported user tower
+composes lookup + core into one functional model of built-in layers, so it loads without custom objects.
+
+* User tower (exported as ``user_tower.keras``), inputs ``{"user_id": int64 [B], "user_features": float32
+  [B, F], "recent_item_ids": int64 [B, R]}`` (``recent_item_ids`` only when built with ``history_length``
+  R > 0; pad with -1, any id outside the catalog vocabulary is ignored). Parts: id embedding (1 OOV
+  bucket), normalised features, and the user's recent items: their frozen BERT text vectors (a
+  non-trainable lookup table inside the tower) mean-pooled over the valid positions and L2-normalised, the
+  fraction of valid positions, and optionally a trainable id embedding of those items pooled the same way
+  -> Dense -> L2-normalised float32 ``[B, d]``.
+* Item tower: text (a precomputed frozen BERT embedding ``[B, H]``, or token ids run through a BERT backbone
+  whose top layers fine-tune, see ``build_bert_item_core``) + normalised item features + optional id
+  embedding (OOV row for items without training interactions) -> Dense -> L2-normalised ``[B, d]``; run
+  once after training to precompute the item matrix.
+* Training model (``TwoTowerModel``): softmax over ``user · item / temperature`` with the candidates chosen by
+  ``loss``: ``full_catalog`` (every catalog item; sparse cross-entropy on the positive's row),
+  ``in_batch`` (the batch's positives; copies of a row's own item are masked) or ``mixed`` (in-batch plus
+  ``num_sampled`` uniformly sampled catalog items). ``id_dropout`` replaces user and item ids by the OOV
+  bucket at random during training, so the OOV rows learn "an unknown user/item".
 """
 
 from __future__ import annotations
@@ -25,10 +38,19 @@ from keras import ops  # noqa: E402
 
 USER_ID = "user_id"
 USER_FEATURES = "user_features"
+RECENT_ITEM_IDS = "recent_item_ids"
+USER_INDEX = "user_index"
+RECENT_ROWS = "recent_rows"
 ITEM_ID = "item_id"
 ITEM_EMBEDDING = "item_embedding"
 ITEM_FEATURES = "item_features"
+ITEM_INDEX = "item_index"
+ITEM_ROW = "item_row"
+TOKEN_IDS = "token_ids"
+PADDING_MASK = "padding_mask"
+PAD_ITEM_ID = -1
 MASKED_LOGIT = -1e9
+LOSSES = ("full_catalog", "in_batch", "mixed")
 
 
 def _feature_normalizer(stats: tuple[np.ndarray, np.ndarray] | None, width: int, name: str) -> Any:
@@ -41,23 +63,132 @@ def _feature_normalizer(stats: tuple[np.ndarray, np.ndarray] | None, width: int,
     )
 
 
+def _frozen_table(values: np.ndarray, name: str) -> Any:
+    """A non-trainable Embedding whose row ``i + 1`` is ``values[i]`` and row 0 (padding/unknown) is zeros."""
+    table = np.concatenate([np.zeros((1, values.shape[1]), np.float32), np.asarray(values, np.float32)])
+    return keras.layers.Embedding(
+        table.shape[0],
+        table.shape[1],
+        embeddings_initializer=keras.initializers.Constant(table),
+        trainable=False,
+        name=name,
+    )
+
+
+def _history_parts(rows: Any, history_text: np.ndarray, history_id_dim: int) -> list[Any]:
+    """Pooled recent-item parts from history rows ``[B, R]`` (row 0 = padding or unknown item)."""
+    n_items = history_text.shape[0]
+    valid = _frozen_table(np.ones((n_items, 1), np.float32), "recent_item_valid")(rows)  # [B, R, 1]
+    text = _frozen_table(history_text, "recent_item_text")(rows)  # padding rows are zeros
+    parts = [
+        keras.layers.UnitNormalization(axis=-1, name="recent_text_mean")(
+            keras.layers.GlobalAveragePooling1D(name="recent_text_pool")(text)
+        ),
+        keras.layers.GlobalAveragePooling1D(name="recent_fill")(valid),  # fraction of valid positions
+    ]
+    if history_id_dim:
+        ids = keras.layers.Embedding(n_items + 1, history_id_dim, name="recent_item_embedding")(rows)
+        masked = keras.layers.Multiply(name="recent_item_masked")([ids, valid])
+        pooled = keras.layers.GlobalAveragePooling1D(name="recent_item_pool")(masked)
+        parts.append(keras.layers.UnitNormalization(axis=-1, name="recent_item_mean")(pooled))
+    return parts
+
+
+def build_user_core(
+    n_users: int,
+    n_features: int,
+    embedding_dim: int,
+    feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    history_text: np.ndarray | None = None,
+    history_length: int = 0,
+    history_id_dim: int = 0,
+    hidden_units: int = 0,
+) -> keras.Model:
+    """User tower on looked-up indices: ``user_index [B]`` (0 = OOV), features, ``recent_rows [B, R]``.
+
+    ``history_text[i]`` is the frozen text vector of history row ``i + 1`` (row 0 is padding/unknown).
+    """
+    index = keras.Input(shape=(), dtype="int32", name=USER_INDEX)
+    features = keras.Input(shape=(n_features,), dtype="float32", name=USER_FEATURES)
+    inputs = {USER_INDEX: index, USER_FEATURES: features}
+    parts = [
+        keras.layers.Embedding(n_users + 1, embedding_dim, name="user_embedding")(index),
+        _feature_normalizer(feature_stats, n_features, "user_feature_norm")(features),
+    ]
+    if history_length > 0:
+        if history_text is None:
+            raise ValueError("history_length > 0 needs history_text (the catalog's text embeddings).")
+        rows = keras.Input(shape=(history_length,), dtype="int32", name=RECENT_ROWS)
+        inputs[RECENT_ROWS] = rows
+        parts += _history_parts(rows, history_text, history_id_dim)
+    joined = keras.layers.Concatenate(name="user_concat")(parts)
+    if hidden_units:
+        joined = keras.layers.Dense(hidden_units, activation="relu", name="user_hidden")(joined)
+    projected = keras.layers.Dense(embedding_dim, name="user_dense")(joined)
+    out = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="user_vector")(projected)
+    return keras.Model(inputs, out, name="user_core")
+
+
 def build_user_tower(
     user_vocabulary: np.ndarray,
     n_features: int,
     embedding_dim: int,
     feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    core: keras.Model | None = None,
+    item_vocabulary: np.ndarray | None = None,
+    history_text: np.ndarray | None = None,
+    history_length: int = 0,
+    history_id_dim: int = 0,
+    hidden_units: int = 0,
 ) -> keras.Model:
-    """User tower; ids outside ``user_vocabulary`` share the OOV row (index 0) of the embedding table."""
+    """The exported user tower: id lookups (unknown ids -> OOV bucket 0) feeding the user core.
+
+    Pass a trained ``core`` to wrap it; otherwise a fresh core is built. ``item_vocabulary`` (the catalog
+    item ids, history row ``i + 1`` is ``item_vocabulary[i]``) is needed when ``history_length > 0``.
+    """
+    vocab = np.asarray(user_vocabulary, dtype=np.int64)
+    if core is None:
+        core = build_user_core(
+            len(vocab),
+            n_features,
+            embedding_dim,
+            feature_stats,
+            history_text,
+            history_length,
+            history_id_dim,
+            hidden_units,
+        )
     user_id = keras.Input(shape=(), dtype="int64", name=USER_ID)
     features = keras.Input(shape=(n_features,), dtype="float32", name=USER_FEATURES)
-    vocab = np.asarray(user_vocabulary, dtype=np.int64)
-    index = keras.layers.IntegerLookup(vocabulary=vocab, num_oov_indices=1, name="user_lookup")(user_id)
-    embedded = keras.layers.Embedding(len(vocab) + 1, embedding_dim, name="user_embedding")(index)
-    scaled = _feature_normalizer(feature_stats, n_features, "user_feature_norm")(features)
-    joined = keras.layers.Concatenate(name="user_concat")([embedded, scaled])
-    projected = keras.layers.Dense(embedding_dim, name="user_dense")(joined)
-    out = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="user_vector")(projected)
-    return keras.Model({USER_ID: user_id, USER_FEATURES: features}, out, name="user_tower")
+    inputs = {USER_ID: user_id, USER_FEATURES: features}
+    index = keras.layers.IntegerLookup(vocabulary=vocab, num_oov_indices=1, output_mode="int", name="user_lookup")
+    core_inputs = {USER_INDEX: index(user_id), USER_FEATURES: features}
+    if RECENT_ROWS in core.input:
+        length = int(core.input[RECENT_ROWS].shape[-1])
+        if item_vocabulary is None:
+            raise ValueError("a user tower with recent items needs item_vocabulary (the catalog item ids).")
+        recent = keras.Input(shape=(length,), dtype="int64", name=RECENT_ITEM_IDS)
+        inputs[RECENT_ITEM_IDS] = recent
+        lookup = keras.layers.IntegerLookup(
+            vocabulary=np.asarray(item_vocabulary, np.int64), num_oov_indices=1, name="recent_item_lookup"
+        )
+        core_inputs[RECENT_ROWS] = lookup(recent)
+    out = core(core_inputs)
+    return keras.Model(inputs, out, name="user_tower")
+
+
+def build_item_core(
+    text_dim: int,
+    n_features: int,
+    embedding_dim: int,
+    feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    n_item_ids: int = 0,
+    hidden_units: int = 0,
+) -> keras.Model:
+    """Item tower over a frozen text embedding, numeric item features and (if ``n_item_ids``) an id index."""
+    text = keras.Input(shape=(text_dim,), dtype="float32", name=ITEM_EMBEDDING)
+    return _item_head({ITEM_EMBEDDING: text}, text, n_features, embedding_dim, feature_stats, n_item_ids, hidden_units)
 
 
 def build_item_tower(
@@ -66,14 +197,84 @@ def build_item_tower(
     embedding_dim: int,
     feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> keras.Model:
-    """Item tower over a frozen text embedding and numeric item features."""
-    text = keras.Input(shape=(text_dim,), dtype="float32", name=ITEM_EMBEDDING)
+    """Item tower without an id embedding (inputs ``item_embedding`` and ``item_features``)."""
+    return build_item_core(text_dim, n_features, embedding_dim, feature_stats)
+
+
+def _item_head(
+    inputs: dict[str, Any],
+    text: Any,
+    n_features: int,
+    embedding_dim: int,
+    feature_stats: tuple[np.ndarray, np.ndarray] | None,
+    n_item_ids: int,
+    hidden_units: int,
+) -> keras.Model:
     features = keras.Input(shape=(n_features,), dtype="float32", name=ITEM_FEATURES)
-    scaled = _feature_normalizer(feature_stats, n_features, "item_feature_norm")(features)
-    joined = keras.layers.Concatenate(name="item_concat")([text, scaled])
+    inputs = {**inputs, ITEM_FEATURES: features}
+    parts = [text, _feature_normalizer(feature_stats, n_features, "item_feature_norm")(features)]
+    if n_item_ids:
+        index = keras.Input(shape=(), dtype="int32", name=ITEM_INDEX)
+        inputs[ITEM_INDEX] = index
+        parts.append(keras.layers.Embedding(n_item_ids + 1, embedding_dim, name="item_id_embedding")(index))
+    joined = keras.layers.Concatenate(name="item_concat")(parts)
+    if hidden_units:
+        joined = keras.layers.Dense(hidden_units, activation="relu", name="item_hidden")(joined)
     projected = keras.layers.Dense(embedding_dim, name="item_dense")(joined)
     out = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="item_vector")(projected)
-    return keras.Model({ITEM_EMBEDDING: text, ITEM_FEATURES: features}, out, name="item_tower")
+    return keras.Model(inputs, out, name="item_core")
+
+
+@keras.saving.register_keras_serializable(package="recsys")
+class BertTextPooler(keras.layers.Layer):
+    """A BERT backbone with only its top ``trainable_layers`` transformer layers trainable; masked mean, L2.
+
+    Used by the item tower when BERT is fine-tuned end to end (GPU); the item tower is never exported (its
+    output matrix is), so this custom layer never has to be loaded by serving.
+    """
+
+    def __init__(self, backbone: Any, trainable_layers: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.trainable_layers = int(trainable_layers)
+        freeze_lower_layers(backbone, self.trainable_layers)
+
+    def call(self, token_ids: Any, padding_mask: Any) -> Any:
+        hidden = self.backbone(
+            {TOKEN_IDS: token_ids, "segment_ids": ops.zeros_like(token_ids), PADDING_MASK: padding_mask}
+        )["sequence_output"]
+        mask = ops.expand_dims(ops.cast(padding_mask, hidden.dtype), -1)
+        mean = ops.sum(hidden * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+        return ops.cast(ops.normalize(ops.cast(mean, "float32"), axis=-1), self.compute_dtype)
+
+
+def freeze_lower_layers(backbone: Any, trainable_layers: int) -> None:
+    """Freeze the embeddings and all but the top ``trainable_layers`` transformer layers of a BertBackbone."""
+    layers = list(backbone.transformer_layers)
+    if not 0 <= trainable_layers <= len(layers):
+        raise ValueError(f"trainable BERT layers is {trainable_layers}; the backbone has {len(layers)} layers.")
+    for layer in backbone.layers:
+        layer.trainable = False
+    for layer in layers[len(layers) - trainable_layers :]:
+        layer.trainable = True
+
+
+def build_bert_item_core(
+    backbone: Any,
+    trainable_layers: int,
+    max_length: int,
+    n_features: int,
+    embedding_dim: int,
+    feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    n_item_ids: int = 0,
+    hidden_units: int = 0,
+) -> keras.Model:
+    """Item tower whose text part is BERT itself (inputs ``token_ids``/``padding_mask`` int32 ``[B, L]``)."""
+    token_ids = keras.Input(shape=(max_length,), dtype="int32", name=TOKEN_IDS)
+    padding_mask = keras.Input(shape=(max_length,), dtype="int32", name=PADDING_MASK)
+    text = BertTextPooler(backbone, trainable_layers, name="bert_text")(token_ids, padding_mask)
+    inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}
+    return _item_head(inputs, text, n_features, embedding_dim, feature_stats, n_item_ids, hidden_units)
 
 
 def in_batch_softmax_loss(logits: Any) -> Any:
@@ -82,55 +283,102 @@ def in_batch_softmax_loss(logits: Any) -> Any:
     return ops.mean(ops.sparse_categorical_crossentropy(labels, logits, from_logits=True))
 
 
-@keras.saving.register_keras_serializable(package="recsys")
-class TwoTowerModel(keras.Model):
-    """Trains both towers with an in-batch softmax; ``call`` returns the masked, temperature-scaled logits."""
+def catalog_softmax_loss(logits: Any, positive_rows: Any) -> Any:
+    """Mean cross-entropy of each user's logits over the whole catalog ``[B, M]`` on its positive's row."""
+    return ops.mean(ops.sparse_categorical_crossentropy(positive_rows, logits, from_logits=True))
 
-    def __init__(self, user_tower: keras.Model, item_tower: keras.Model, temperature: float, **kwargs: Any) -> None:
+
+class TwoTowerModel(keras.Model):
+    """Trains the user and item cores with a softmax retrieval loss; ``call`` returns the scaled logits.
+
+    ``catalog`` holds the item core's inputs for every catalog item (row order = item table order; keys =
+    the item core's input names); a batch gives ``user_index``, ``user_features``, optional ``recent_rows``
+    and ``item_row`` (the positive's catalog row). Not exported itself: its cores are.
+    """
+
+    def __init__(
+        self,
+        user_core: keras.Model,
+        item_core: keras.Model,
+        catalog: dict[str, np.ndarray],
+        temperature: float,
+        loss: str = "full_catalog",
+        num_sampled: int = 0,
+        id_dropout: float = 0.0,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if temperature <= 0:
             raise ValueError(f"temperature is {temperature}; it must be > 0 (e.g. 0.1).")
-        self.user_tower = user_tower
-        self.item_tower = item_tower
-        self.temperature = float(temperature)
+        if loss not in LOSSES:
+            raise ValueError(f"loss is {loss!r}; choose one of {LOSSES}.")
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"id_dropout is {id_dropout}; it must be in [0, 1).")
+        self.user_core, self.item_core = user_core, item_core
+        self.temperature, self.loss_name = float(temperature), loss
+        self.num_sampled, self.id_dropout = int(num_sampled), float(id_dropout)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.catalog_size = len(next(iter(catalog.values())))
+        self.catalog = {
+            name: self.add_weight(
+                shape=value.shape,
+                dtype=str(value.dtype),
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+                name=f"catalog_{name}",
+            )
+            for name, value in catalog.items()
+        }
+
+    def _drop_ids(self, index: Any) -> Any:
+        keep = keras.random.uniform(ops.shape(index), seed=self.seed_generator) >= self.id_dropout
+        return ops.where(keep, index, ops.zeros_like(index))
+
+    def item_vectors(self, rows: Any | None, training: bool = False) -> Any:
+        """Item core outputs for catalog ``rows`` (all items when None)."""
+        inputs = {k: (v if rows is None else ops.take(v, rows, axis=0)) for k, v in self.catalog.items()}
+        if training and self.id_dropout and ITEM_INDEX in inputs:
+            inputs[ITEM_INDEX] = self._drop_ids(inputs[ITEM_INDEX])
+        return self.item_core(inputs, training=training)
+
+    def _candidate_rows(self, positives: Any) -> Any | None:
+        if self.loss_name == "full_catalog":
+            return None
+        if self.loss_name == "in_batch" or not self.num_sampled:
+            return positives
+        sampled = keras.random.randint((self.num_sampled,), 0, self.catalog_size, seed=self.seed_generator)
+        return ops.concatenate([positives, ops.cast(sampled, positives.dtype)])
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
-        users = self.user_tower({USER_ID: inputs[USER_ID], USER_FEATURES: inputs[USER_FEATURES]}, training=training)
-        items = self.item_tower(
-            {ITEM_EMBEDDING: inputs[ITEM_EMBEDDING], ITEM_FEATURES: inputs[ITEM_FEATURES]}, training=training
+        user_inputs = {k: inputs[k] for k in self.user_core.input if k in inputs}
+        if training and self.id_dropout:
+            user_inputs[USER_INDEX] = self._drop_ids(user_inputs[USER_INDEX])
+        users = ops.cast(self.user_core(user_inputs, training=training), "float32")
+        positives = inputs[ITEM_ROW]
+        rows = self._candidate_rows(positives)
+        items = ops.cast(self.item_vectors(rows, training=training), "float32")
+        logits = ops.matmul(users, ops.transpose(items)) / self.temperature
+        if rows is None:
+            return logits
+        same_item = ops.equal(ops.expand_dims(positives, 1), ops.expand_dims(rows, 0))
+        own_column = ops.equal(
+            ops.expand_dims(ops.arange(ops.shape(positives)[0]), 1), ops.expand_dims(ops.arange(ops.shape(rows)[0]), 0)
         )
-        logits = ops.matmul(ops.cast(users, "float32"), ops.transpose(ops.cast(items, "float32")))
-        logits = logits / self.temperature
-        item_ids = inputs[ITEM_ID]
-        same_item = ops.equal(ops.expand_dims(item_ids, 1), ops.expand_dims(item_ids, 0))
-        off_diagonal = ops.logical_not(ops.cast(ops.eye(ops.shape(logits)[0]), "bool"))
-        return ops.where(ops.logical_and(same_item, off_diagonal), MASKED_LOGIT, logits)
+        return ops.where(ops.logical_and(same_item, ops.logical_not(own_column)), MASKED_LOGIT, logits)
 
     def compute_loss(
         self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True
     ) -> Any:
-        """In-batch softmax loss; ``y`` is unused (the positive of row i is column i)."""
+        """Softmax cross-entropy; the label is the positive's catalog row (full catalog) or column i."""
+        if self.loss_name == "full_catalog":
+            return catalog_softmax_loss(y_pred, x[ITEM_ROW])
         return in_batch_softmax_loss(y_pred)
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "user_tower": keras.saving.serialize_keras_object(self.user_tower),
-            "item_tower": keras.saving.serialize_keras_object(self.item_tower),
-            "temperature": self.temperature,
-        }
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> TwoTowerModel:
-        config = dict(config)
-        user = keras.saving.deserialize_keras_object(config.pop("user_tower"))
-        item = keras.saving.deserialize_keras_object(config.pop("item_tower"))
-        return cls(user, item, **config)
-
-
-def set_oov_to_mean(user_tower: keras.Model) -> None:
-    """Give the OOV row (never trained) the mean of the trained user rows: unknown users act as an average user."""
-    table = user_tower.get_layer("user_embedding").embeddings
+def set_oov_to_mean(core: keras.Model, layer: str = "user_embedding") -> None:
+    """Give the OOV row of ``layer`` the mean of its other rows (only if it never trained: ``id_dropout`` 0)."""
+    table = core.get_layer(layer).embeddings
     values = keras.ops.convert_to_numpy(table)
     if len(values) > 1:
         values[0] = values[1:].mean(axis=0)

@@ -73,7 +73,7 @@ def _score(artifact_dir: Path, data: TrainingData, metric: str, k: int) -> float
 
     artifact = load_artifact(artifact_dir)
     metrics = evaluate(
-        model_scorer(artifact, data.test_user_features),
+        model_scorer(artifact, data.test_user_features, data.recent_items()),
         data.train[["user_id", "item_id"]],
         data.test[["user_id", "item_id"]],
         artifact.item_ids,

@@ -93,7 +93,17 @@ class OnlineUserFeatures:
                 f"online lookup of {self.feature_service} for user {user_id} failed: {exc}. "
                 "Check the online store is reachable and materialized."
             ) from exc
+        self._last = (int(user_id), columns)
         return select_features(columns, names)
+
+    def recent_items(self, user_id: int) -> list[int]:
+        """The user's recent positive items (newest first) from the lookup :meth:`user_features` just made."""
+        last = getattr(self, "_last", None)
+        if last is None or last[0] != int(user_id):
+            return []
+        column = next((col for key, col in last[1].items() if key.split("__")[-1] == "recent_item_ids"), None)
+        values = column[0] if column else None
+        return [int(i) for i in values] if values else []
 
 
 def select_features(columns: dict[str, list[Any]], names: Sequence[str]) -> list[float] | None:
@@ -130,4 +140,5 @@ def recommend_online(recommender: Recommender, source: UserFeatureSource, user_i
     except FeatureStoreError as exc:
         log.warning("serving user %s from popularity: %s", user_id, exc)
         return recommender.popular(user_id, k, REASON_STORE_UNAVAILABLE)
-    return recommender.recommend(user_id, k, features)
+    recent = source.recent_items(user_id) if hasattr(source, "recent_items") else []
+    return recommender.recommend(user_id, k, features, recent)

@@ -112,8 +112,14 @@ class Recommender:
         """Whether the tower has an embedding for ``user_id`` (True when the vocabulary is not inspectable)."""
         return self.known_users is None or int(user_id) in self.known_users
 
-    def user_vector(self, user_id: int, user_features: Sequence[float]) -> np.ndarray:
-        """The tower's L2-normalised vector for one user, float32 ``[d]``."""
+    def user_vector(
+        self, user_id: int, user_features: Sequence[float], recent_items: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """The tower's L2-normalised vector for one user, float32 ``[d]``.
+
+        A tower with a ``recent_item_ids`` input gets the user's recent positives (newest first), cut to the
+        manifest's ``history_length`` and padded with ``recent_item_pad`` (-1).
+        """
         import keras
 
         features = self._feature_row(user_features)
@@ -121,9 +127,25 @@ class Recommender:
             "user_id": np.asarray([int(user_id)], dtype=np.int64),
             "user_features": features[np.newaxis, :],
         }
+        if "recent_item_ids" in self._tower_inputs():
+            length = int(self.manifest.get("history_length", 10))
+            pad = int(self.manifest.get("recent_item_pad", -1))
+            recent = [int(i) for i in (recent_items or [])][:length]
+            inputs["recent_item_ids"] = np.asarray([recent + [pad] * (length - len(recent))], dtype=np.int64)
         return np.asarray(keras.ops.convert_to_numpy(self._tower(inputs, training=False))[0], dtype=np.float32)
 
-    def recommend(self, user_id: int, k: int = 10, user_features: Sequence[float] | None = None) -> Recommendation:
+    def _tower_inputs(self) -> set[str]:
+        struct = getattr(self._tower, "_inputs_struct", None)  # a dict-input functional model keeps its keys
+        names = set(struct) if isinstance(struct, dict) else set()
+        return names | {str(t.name) for t in self._tower.inputs}
+
+    def recommend(
+        self,
+        user_id: int,
+        k: int = 10,
+        user_features: Sequence[float] | None = None,
+        recent_items: Sequence[int] | None = None,
+    ) -> Recommendation:
         """Top ``k`` items for ``user_id``: model scores if the user is known and has features, else popular."""
         k = validate_k(k)
         if isinstance(user_id, bool) or not isinstance(user_id, int | np.integer):
@@ -132,7 +154,7 @@ class Recommender:
             return self.popular(int(user_id), k, REASON_NO_FEATURES)
         if not self.is_known(int(user_id)):
             return self.popular(int(user_id), k, REASON_UNKNOWN_USER)
-        scores = self.item_embeddings @ self.user_vector(int(user_id), user_features)
+        scores = self.item_embeddings @ self.user_vector(int(user_id), user_features, recent_items)
         top = np.argsort(-scores, kind="stable")[:k]
         return Recommendation(
             user_id=int(user_id),

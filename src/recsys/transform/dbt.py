@@ -7,20 +7,26 @@ dbt reads paths and connections from env vars (see ``dbt/profiles.yml``); they a
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from recsys.config import Settings, project_dir
 from recsys.errors import TransformError
 
+if TYPE_CHECKING:
+    from recsys.transform.postgres import PostgresWarehouse
+
 RAW_TABLES = ("events", "users", "items")
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 TARGET_ENV = "RECSYS_DBT_TARGET"
+Target = Literal["duckdb", "postgres"]
 
 
 @dataclass(frozen=True)
@@ -73,29 +79,65 @@ def dbt_project_dir() -> Path:
     return project_dir() / "dbt"
 
 
-def build(settings: Settings, select: str | None = None, full_refresh: bool = False) -> DbtBuildResult:
+def build(
+    settings: Settings,
+    select: str | None = None,
+    full_refresh: bool = False,
+    *,
+    target: Target | None = None,
+    postgres: PostgresWarehouse | None = None,
+    interval: tuple[datetime, datetime] | None = None,
+) -> DbtBuildResult:
     """Run ``dbt build`` (models, their tests and unit tests) and return every node's outcome.
 
     ``select`` is a dbt selection (e.g. ``"+user_daily_features"``, space-separated for several); tests
-    run when all the models they read are selected or upstream of the selection.
+    run when all the models they read are selected or upstream of the selection. ``target`` is ``duckdb``
+    (default; marts exported as Parquet under ``settings.marts``) or ``postgres`` (``postgres`` says where;
+    load the raw tables first with :func:`recsys.transform.postgres.load_raw`). ``interval`` (the data
+    interval) makes the incremental events model reload the raw partitions of that interval; without it,
+    the newest and any not yet loaded partitions are reloaded.
     Raises :class:`TransformError` naming each failed node and its message, or when the raw lake lacks
     a table or dbt cannot start.
     """
-    env = settings.tool_env()
-    local = os.environ.get(TARGET_ENV, "duckdb") == "duckdb"
-    if local:
+    target = target or _target_from_env()
+    env = dict(settings.tool_env())
+    dbt_vars: dict[str, str] = {}
+    if target == "duckdb":
         _check_raw_lake(settings.lake)
         _prepare_local_outputs(settings)
-    args = _build_args(settings, select, full_refresh)
+    else:
+        from recsys.transform.postgres import PostgresWarehouse
+
+        warehouse = postgres or PostgresWarehouse()
+        env.update(warehouse.dbt_env())
+        dbt_vars["raw_schema"] = warehouse.raw_schema
+    if interval is not None:
+        dbt_vars.update(_interval_vars(*interval))
+    args = _build_args(settings, select, full_refresh, target, dbt_vars)
     start = time.perf_counter()
     with _temporary_env(env):
         outcome = _invoke(args)
     result = _to_result(outcome, time.perf_counter() - start)
-    if local:
+    if target == "duckdb":
         _drop_placeholder_rows(settings.marts, result)
     if not result.success:
         raise TransformError(_failure_summary(result))
     return result
+
+
+def _target_from_env() -> Target:
+    value = os.environ.get(TARGET_ENV, "duckdb")
+    if value not in ("duckdb", "postgres"):
+        raise TransformError(f"{TARGET_ENV}={value!r} is not a dbt target of dbt/profiles.yml: use duckdb or postgres.")
+    return value  # type: ignore[return-value]
+
+
+def _interval_vars(start: datetime, end: datetime) -> dict[str, str]:
+    """dbt vars of the data interval, as UTC ISO strings (naive datetimes are taken as UTC)."""
+    start, end = (ts if ts.tzinfo else ts.replace(tzinfo=UTC) for ts in (start, end))
+    if end <= start:
+        raise TransformError(f"Empty or inverted interval [{start}, {end}): end must be after start.")
+    return {"interval_start": start.astimezone(UTC).isoformat(), "interval_end": end.astimezone(UTC).isoformat()}
 
 
 def _check_raw_lake(lake: Path) -> None:
@@ -130,13 +172,16 @@ def _drop_placeholder_rows(marts: Path, result: DbtBuildResult) -> None:
             pq.write_table(table.slice(0, 0), path)
 
 
-def _build_args(settings: Settings, select: str | None, full_refresh: bool) -> list[str]:
+def _build_args(
+    settings: Settings, select: str | None, full_refresh: bool, target: Target, dbt_vars: Mapping[str, str]
+) -> list[str]:
     project = dbt_project_dir()
     if not (project / "dbt_project.yml").is_file():
         raise TransformError(f"No dbt project at {project}: set RECSYS_PROJECT_DIR to the repository root.")
-    work = settings.home / "dbt"
+    work = settings.home / "dbt" / target
     args = [
         "build",
+        "--target", target,
         "--project-dir", str(project),
         "--profiles-dir", str(project),
         "--target-path", str(work / "target"),
@@ -150,6 +195,8 @@ def _build_args(settings: Settings, select: str | None, full_refresh: bool) -> l
         args += ["--select", *select.split(), "--indirect-selection", "buildable"]
     if full_refresh:
         args.append("--full-refresh")
+    if dbt_vars:
+        args += ["--vars", json.dumps(dict(dbt_vars))]
     return args
 
 

@@ -1,19 +1,26 @@
-"""Validation stage: Great Expectations gates on lake partitions (GX is imported only when a gate runs)."""
+"""Validation stage: Great Expectations gates on lake partitions and marts (GX is imported only when a gate runs)."""
 
+from recsys.validation.config import QualityConfig, load_quality_config
+from recsys.validation.gates import GateResult
+from recsys.validation.gx import ExpectationFailure
 from recsys.validation.raw_events import (
-    ExpectationFailure,
-    GateResult,
+    gate_raw_events,
     raw_events_partition,
     raw_events_result_path,
-    raw_events_suite,
     validate_raw_events,
 )
+from recsys.validation.suites import mart_suites, raw_events_suite, raw_items_suite
 
 __all__ = [
     "ExpectationFailure",
     "GateResult",
+    "QualityConfig",
+    "gate_raw_events",
+    "load_quality_config",
+    "mart_suites",
     "raw_events_partition",
     "raw_events_result_path",
     "raw_events_suite",
+    "raw_items_suite",
     "validate_raw_events",
 ]

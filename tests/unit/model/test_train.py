@@ -11,9 +11,11 @@ import pytest
 
 from recsys.config import ModelSettings
 from recsys.errors import RegistryError, TrainingError
+from recsys.model.data import recent_items_by_user
 from recsys.model.train import (
     ARTIFACT_FILES,
     TrainedModel,
+    TrainOptions,
     export_artifact,
     latest_user_features,
     load_artifact,
@@ -75,10 +77,15 @@ def _features(user_ids: list[int]) -> np.ndarray:
     return np.full((len(user_ids), 1), 10.0, np.float32)
 
 
+def _recent(users: list[int]) -> list[list[int]]:
+    by_user = recent_items_by_user(planted_interactions(), 10)
+    return [by_user.get(u, []) for u in users]
+
+
 def test_training_recovers_the_planted_topics(trained: TrainedModel) -> None:
     assert trained.history[-1] < trained.history[0]
     users = list(range(20))
-    recs = recommend(trained, users, _features(users), k=5)
+    recs = recommend(trained, users, _features(users), k=5, recent_item_ids=_recent(users))
     on_topic = [np.mean((r.item_ids < 110) == (u < 10)) for u, r in zip(users, recs, strict=True)]
     assert np.mean(on_topic) >= 0.9, on_topic
 
@@ -152,3 +159,49 @@ def test_training_is_seeded() -> None:
     runs = [train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg) for _ in range(2)]
     assert runs[0].history == runs[1].history
     np.testing.assert_array_equal(runs[0].item_embeddings, runs[1].item_embeddings)
+
+
+def test_artifact_declares_the_recent_items_input(trained: TrainedModel, tmp_path: Path) -> None:
+    out = export_artifact(trained, tmp_path / "v2", popular_item_ids=[100], metadata=METADATA)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["history_length"] == 10 and manifest["recent_item_pad"] == -1
+    tower = load_artifact(out).user_tower
+    assert tower.input["recent_item_ids"].shape[-1] == 10
+    # A topic-B history moves an unknown user towards topic B; padding alone gives a finite unit vector.
+    recs = recommend(load_artifact(out), [999, 999], _features([0, 0]), k=5, recent_item_ids=[[111, 112, 113], []])
+    assert np.mean(recs[0].item_ids >= 110) > np.mean(recs[1].item_ids >= 110) or np.all(recs[0].item_ids >= 110)
+    assert np.all(np.isfinite(recs[1].scores))
+
+
+def test_options_come_from_settings_then_overrides() -> None:
+    assert TrainOptions.from_settings(CFG).loss == "full_catalog"
+    opts = TrainOptions.from_settings(CFG, loss="mixed", num_sampled=4)
+    assert (opts.loss, opts.num_sampled, opts.history_length) == ("mixed", 4, 10)
+    with pytest.raises(TrainingError, match="unknown training options"):
+        TrainOptions.from_settings(CFG, losses="x")
+    with pytest.raises(TrainingError, match="loss"):
+        train(planted_interactions(), planted_items(), [], [], CFG, options=TrainOptions(loss="softmax"))
+
+
+@pytest.mark.parametrize("loss", ["in_batch", "mixed"])
+def test_sampled_losses_train_without_history(loss: str) -> None:
+    opts = TrainOptions(loss=loss, num_sampled=8, history_length=0, item_id_embedding=False, id_dropout=0.0)
+    cfg = CFG.model_copy(update={"epochs": 3})
+    model = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg, options=opts)
+    assert model.history[-1] < model.history[0] and "recent_item_ids" not in model.user_tower.input
+    assert model.options["loss"] == loss
+
+
+@pytest.mark.slow
+def test_bert_fine_tuning_path_trains_the_top_layers(tiny_bert_dir: Path) -> None:
+    """The GPU code path (forced on here): BERT inside the item tower, top layer trainable, mixed negatives."""
+    items = planted_items().assign(text=["action movie film war"] * 10 + ["cook food recipe music"] * 10)
+    cfg = CFG.model_copy(update={"epochs": 2, "bert_checkpoint": str(tiny_bert_dir), "max_length": 8})
+    opts = TrainOptions(finetune_bert="on", finetune_bert_layers=1, num_sampled=4, jit_compile="off")
+    model = train(planted_interactions(), items, ["user_clicks_28d"], [], cfg, options=opts)
+    assert model.options["finetuned_bert"] and model.options["loss"] == "mixed"
+    pooler = model.item_tower.get_layer("bert_text")
+    trainable = [layer.trainable for layer in pooler.backbone.transformer_layers]
+    assert trainable == [False, True]
+    assert np.all(np.isfinite(model.history)) and model.item_embeddings.shape == (20, 8)
+    np.testing.assert_allclose(np.linalg.norm(model.item_embeddings, axis=1), 1.0, atol=1e-5)

@@ -191,7 +191,7 @@ def test_failed_data_test_names_the_node(settings: Settings) -> None:
     write_partition(settings.lake, "events", D1, [event("orphan", 1, 99, "click", utc(2024, 5, 1, 9))])
 
     with pytest.raises(TransformError) as failure:
-        build(settings, select="stg_app__events stg_catalog__items fct_interactions")
+        build(settings, select="+fct_interactions stg_catalog__items")
 
     message = str(failure.value)
     assert "1 node(s) failed" in message
@@ -204,7 +204,7 @@ def test_empty_mart_is_a_zero_row_parquet(settings: Settings) -> None:
     for day in (date(2024, 4, 3), date(2024, 4, 4), D1, D2, D3):
         write_partition(settings.lake, "events", day, [])
 
-    build(settings, select="stg_app__events stg_catalog__items fct_interactions")
+    build(settings, select="+fct_interactions stg_catalog__items")
 
     fct = pd.read_parquet(settings.marts / "fct_interactions.parquet")
     assert fct.empty

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from conftest_raw import event, utc, write_partition
+from conftest_raw import event, item, utc, write_partition
 from recsys.config import Settings
 from recsys.errors import ValidationFailedError
 from recsys.validation import raw_events_result_path, raw_events_suite, validate_raw_events
@@ -25,9 +25,15 @@ def clean_rows() -> list[dict]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def catalog(settings: Settings) -> None:
+    """Items 10 and 11 exist (the events gate checks events against the catalog so far)."""
+    write_partition(settings.lake, "items", DAY, [item(10, utc(2024, 5, 1)), item(11, utc(2024, 5, 1))])
+
+
 def test_suite_factory_holds_the_contract_expectations() -> None:
     suite = raw_events_suite(START, END)
-    kinds = {(e.expectation_type, e.column) for e in suite.expectations}
+    kinds = {(e.expectation_type, getattr(e, "column", None)) for e in suite.expectations}
     assert ("expect_column_values_to_be_unique", "event_id") in kinds
     assert ("expect_column_values_to_be_in_set", "event_type") in kinds
     assert ("expect_column_values_to_be_between", "occurred_at") in kinds
@@ -40,7 +46,7 @@ def test_clean_partition_passes_and_writes_result(settings: Settings) -> None:
     gate = validate_raw_events(settings, START, END)
 
     assert gate.success and not gate.failures
-    assert gate.evaluated_expectations == gate.successful_expectations == 9
+    assert gate.evaluated_expectations == gate.successful_expectations == 15
     assert gate.result_path == raw_events_result_path(settings, START)
     assert gate.result_path == settings.home / "validation" / "raw_events" / "dt=2024-05-01" / "result.json"
     assert json.loads(gate.result_path.read_text())["success"] is True
@@ -84,8 +90,8 @@ def test_bad_event_type_sample_names_the_value(settings: Settings) -> None:
         validate_raw_events(settings, START, END)
 
 
-def test_late_data_overlap_widens_the_accepted_window(tmp_path) -> None:
-    settings = Settings(home=tmp_path / "home", late_data_overlap=timedelta(hours=2))
+def test_late_data_overlap_widens_the_accepted_window(settings: Settings) -> None:
+    settings = settings.model_copy(update={"late_data_overlap": timedelta(hours=2)})
     write_partition(settings.lake, "events", DAY, [*clean_rows(), event("late", 1, 10, "click", utc(2024, 4, 30, 23))])
 
     assert validate_raw_events(settings, START, END).success

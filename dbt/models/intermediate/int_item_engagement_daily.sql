@@ -1,0 +1,1 @@
+{{ engagement_daily_counts('item_id') }}

@@ -1,0 +1,183 @@
+"""Run a raw-partition or mart gate: read the data of one interval, check its Arrow schema, validate it
+with its suite through a stored GX checkpoint (results store + data docs under ``{home}/gx``), write the
+result JSON, and move a failing raw partition into quarantine with its validation result beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from recsys.config import Settings
+from recsys.errors import ValidationFailedError
+from recsys.validation.gx import ExpectationFailure, failures, file_context, run_checkpoint, write_json_atomically
+
+# The Arrow types docs/contracts.md fixes for each raw column ("Raw Parquet schemas").
+RAW_ARROW_TYPES: dict[str, dict[str, str]] = {
+    "events": {
+        "event_id": "string", "user_id": "int64", "item_id": "int64", "event_type": "string", "value": "double",
+        "session_id": "string", "position": "int32", "occurred_at": "timestamp[us, tz=UTC]",
+        "received_at": "timestamp[us, tz=UTC]", "_extra": "string", "_interval_start": "timestamp[us, tz=UTC]",
+    },
+    "items": {
+        "item_id": "int64", "title": "string", "body": "string", "category": "string", "tags": "list<element: string>",
+        "published_at": "timestamp[us, tz=UTC]", "updated_at": "timestamp[us, tz=UTC]", "_extra": "string",
+        "_interval_start": "timestamp[us, tz=UTC]",
+    },
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of one validation gate on one partition (or one interval of a mart)."""
+
+    suite: str
+    partition: Path
+    success: bool
+    evaluated_expectations: int
+    successful_expectations: int
+    failures: tuple[ExpectationFailure, ...]
+    result_path: Path
+    quarantined_to: Path | None = None
+
+    def summary(self) -> str:
+        """A few readable lines: verdict, then one line per failed expectation."""
+        head = (
+            f"{self.suite} on {self.partition}: {self.successful_expectations}/{self.evaluated_expectations} "
+            f"expectations passed"
+        )
+        return "\n".join([head, *(f"- {f.describe()}" for f in self.failures)])
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able summary (an Airflow XCom)."""
+        return {
+            "success": self.success,
+            "evaluated": self.evaluated_expectations,
+            "passed": self.successful_expectations,
+            "failures": [f.describe() for f in self.failures],
+            "result": str(self.result_path),
+            "quarantined_to": str(self.quarantined_to) if self.quarantined_to else None,
+        }
+
+
+def utc(ts: datetime) -> datetime:
+    """A stdlib UTC datetime (naive means UTC; subclasses such as pendulum's are converted)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(ts.timestamp(), tz=UTC)
+
+
+def check_interval(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The interval as UTC datetimes; ValueError when it is empty or inverted."""
+    start, end = utc(start), utc(end)
+    if end <= start:
+        raise ValueError(f"interval_end {end} must be after interval_start {start}.")
+    return start, end
+
+
+def raw_partition(settings: Settings, table: str, day_start: datetime) -> Path:
+    """``{lake}/raw/{table}/dt=YYYY-MM-DD/part-0.parquet`` of the interval starting at ``day_start``."""
+    return settings.lake / "raw" / table / f"dt={utc(day_start):%Y-%m-%d}" / "part-0.parquet"
+
+
+def result_path(settings: Settings, suite: str, day_start: datetime) -> Path:
+    """Where a gate writes its JSON validation result for the interval."""
+    return settings.home / "validation" / suite / f"dt={utc(day_start):%Y-%m-%d}" / "result.json"
+
+
+def gx_root(settings: Settings) -> Path:
+    """The GX project: suites, checkpoints, stored results; data docs at ``gx/uncommitted/data_docs``."""
+    return settings.home / "gx"
+
+
+def data_docs_index(settings: Settings) -> Path:
+    """The data docs site's entry page."""
+    return gx_root(settings) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def previous_partition_rows(settings: Settings, table: str, day_start: datetime) -> int | None:
+    """Rows of the previous day's partition of ``table`` (from the Parquet footer), None when absent."""
+    import pyarrow.parquet as pq
+
+    previous = raw_partition(settings, table, day_start - timedelta(days=1))
+    return pq.ParquetFile(previous).metadata.num_rows if previous.is_file() else None
+
+
+def read_raw_partition(partition: Path, table: str) -> tuple[Any, list[ExpectationFailure]]:
+    """The partition as a pandas frame (Arrow-backed strings) and its schema failures against the contract."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not partition.is_file():
+        raise ValidationFailedError(f"No raw {table} partition at {partition}: run the extract stage first.")
+    data = pq.read_table(partition)
+    frame = data.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    return frame, schema_failures(data.schema, table)
+
+
+def schema_failures(schema: Any, table: str) -> list[ExpectationFailure]:
+    """A failure per contract column whose Arrow type differs (missing columns are left to the suite)."""
+    found = {field.name: str(field.type) for field in schema}
+    return [
+        ExpectationFailure(
+            expectation="arrow_type_matches_contract",
+            column=name,
+            unexpected_count=None,
+            element_count=None,
+            sample=(),
+            exception=None,
+            detail=f"Arrow type is {found[name]}, the contract (docs/contracts.md) says {expected}",
+        )
+        for name, expected in RAW_ARROW_TYPES[table].items()
+        if name in found and found[name] != expected
+    ]
+
+
+def run_gate(
+    settings: Settings,
+    suite: Any,
+    frame: Any,
+    partition: Path,
+    day_start: datetime,
+    extra_failures: list[ExpectationFailure] | None = None,
+) -> GateResult:
+    """Validate ``frame`` with ``suite`` (stored result + data docs), write the result JSON; never raises."""
+    context = file_context(gx_root(settings))
+    result = run_checkpoint(context, suite, frame, run_name=f"{suite.name}-{utc(day_start):%Y-%m-%d}")
+    found = [*(extra_failures or []), *failures(result)]
+    stats = result.statistics
+    path = result_path(settings, suite.name, day_start)
+    payload = result.to_json_dict()
+    payload["schema_failures"] = [f.describe() for f in extra_failures or []]
+    payload["success"] = bool(result.success) and not extra_failures
+    write_json_atomically(path, payload)
+    extra = len(extra_failures or [])
+    return GateResult(
+        suite=suite.name,
+        partition=partition,
+        success=payload["success"],
+        evaluated_expectations=int(stats["evaluated_expectations"]) + extra,
+        successful_expectations=int(stats["successful_expectations"]),
+        failures=tuple(found),
+        result_path=path,
+    )
+
+
+def quarantine(settings: Settings, table: str, gate: GateResult) -> GateResult:
+    """Move the failing partition's folder to ``{lake}/quarantine/gate/{table}/dt=.../attempt-<UTC time>/``
+    with the validation result and a summary beside it. Nothing is deleted; a later extraction of the
+    interval writes a fresh partition, which the gate checks again.
+    """
+    source = gate.partition.parent
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = settings.lake / "quarantine" / "gate" / table / source.name / f"attempt-{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    if gate.result_path.is_file():
+        (target / "validation_result.json").write_text(gate.result_path.read_text())
+    (target / "summary.txt").write_text(gate.summary() + "\n")
+    return replace(gate, quarantined_to=target)

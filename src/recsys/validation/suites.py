@@ -1,0 +1,182 @@
+"""Expectation suites as code: one factory per suite, taking the window and thresholds, returning the suite.
+
+Nothing runs at import; GX is imported inside each factory. Raw suites check one lake partition; mart suites
+check the mart rows of one data interval.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from recsys.validation.config import EventsQuality, ItemsQuality, MartsQuality, RowCountRule
+
+EVENT_TYPES = ("impression", "click", "rating", "like", "purchase", "tag")
+RAW_COLUMNS = {
+    "events": ("event_id", "user_id", "item_id", "event_type", "value", "session_id", "position", "occurred_at",
+               "received_at", "_extra", "_interval_start"),
+    "items": ("item_id", "title", "body", "category", "tags", "published_at", "updated_at", "_extra",
+              "_interval_start"),
+}  # fmt: skip
+# Source columns outside the contract (schema drift, e.g. a renamed column) arrive as JSON in _extra.
+DRIFT_COLUMN = "_extra"
+# Derived column the events gate adds: item_id where the item is in no raw items partition so far, else null.
+UNKNOWN_ITEM_COLUMN = "unknown_item_id"
+
+
+def row_count_expectations(rule: RowCountRule, previous_rows: int | None) -> list[Any]:
+    """Absolute minimum, and change against the previous partition when that one is big enough to compare."""
+    import great_expectations.expectations as gxe
+
+    expectations = []
+    if rule.min_rows > 0:
+        expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=rule.min_rows))
+    if previous_rows is not None and previous_rows >= max(rule.row_count_baseline_min_rows, 1):
+        expectations.append(
+            gxe.ExpectTableRowCountToBeBetween(
+                min_value=math.ceil(previous_rows * rule.row_count_min_ratio),
+                max_value=math.floor(previous_rows * rule.row_count_max_ratio),
+                meta={"previous_partition_rows": previous_rows},
+            )
+        )
+    return expectations
+
+
+def raw_events_suite(
+    window_start: datetime,
+    window_end: datetime,
+    config: EventsQuality | None = None,
+    now: datetime | None = None,
+    previous_rows: int | None = None,
+    check_catalog: bool = False,
+) -> Any:
+    """The ``raw_events`` suite for events extracted from ``[window_start, window_end)``.
+
+    ``now`` adds the not-in-the-future check; ``previous_rows`` the row-count change check;
+    ``check_catalog`` the unknown-item check on the derived column ``unknown_item_id``.
+    """
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    cfg = config or EventsQuality()
+    columns = [*RAW_COLUMNS["events"], *([UNKNOWN_ITEM_COLUMN] if check_catalog else [])]
+    expectations = [
+        gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True),
+        gxe.ExpectColumnValuesToBeNull(column=DRIFT_COLUMN),
+        gxe.ExpectColumnValuesToNotBeNull(column="event_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="event_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
+        gxe.ExpectColumnValuesToNotBeNull(column="occurred_at"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="occurred_at", min_value=window_start, max_value=window_end, strict_max=True
+        ),
+        gxe.ExpectColumnValuesToBeBetween(column="value", min_value=cfg.min_value, max_value=cfg.max_value),
+        gxe.ExpectColumnValuesToBeBetween(column="position", min_value=0, max_value=cfg.max_position),
+    ]
+    if now is not None:
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="occurred_at", max_value=now + cfg.future_tolerance, meta={"check": "not in the future"}
+            )
+        )
+    if cfg.duplicate_key:
+        exempt = Column("event_type").is_not_in(list(cfg.duplicate_exempt_event_types))
+        expectations.append(
+            gxe.ExpectCompoundColumnsToBeUnique(
+                column_list=list(cfg.duplicate_key),
+                row_condition=exempt if cfg.duplicate_exempt_event_types else None,
+                meta={"check": "one event logged twice under different event_ids"},
+            )
+        )
+    if check_catalog:
+        expectations.append(gxe.ExpectColumnValuesToBeNull(column=UNKNOWN_ITEM_COLUMN))
+    expectations += row_count_expectations(cfg, previous_rows)
+    return gx.ExpectationSuite(name="raw_events", expectations=expectations)
+
+
+def raw_items_suite(
+    window_start: datetime,
+    window_end: datetime,
+    config: ItemsQuality | None = None,
+    now: datetime | None = None,
+    previous_rows: int | None = None,
+) -> Any:
+    """The ``raw_items`` suite: item versions whose ``updated_at`` lies in ``[window_start, window_end)``."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    cfg = config or ItemsQuality()
+    expectations = [
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(RAW_COLUMNS["items"]), exact_match=True),
+        gxe.ExpectColumnValuesToBeNull(column=DRIFT_COLUMN),
+        gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="item_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="title"),
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="title", min_value=cfg.min_title_length, max_value=cfg.max_title_length
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(column="body", mostly=1 - cfg.max_body_null_fraction),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="body", max_value=cfg.max_body_length),
+        gxe.ExpectColumnValuesToNotBeNull(column="category", mostly=1 - cfg.max_category_null_fraction),
+        gxe.ExpectColumnValuesToNotBeNull(column="updated_at"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="updated_at", min_value=window_start, max_value=window_end, strict_max=True
+        ),
+    ]
+    if now is not None:
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(column="updated_at", max_value=now))
+    expectations += row_count_expectations(cfg, previous_rows)
+    return gx.ExpectationSuite(name="raw_items", expectations=expectations)
+
+
+def mart_suites(config: MartsQuality | None = None, min_interactions: int = 1) -> dict[str, Any]:
+    """``{mart name: suite}`` for the mart rows of one data interval."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    cfg = config or MartsQuality()
+
+    def daily(entity: str, prefix: str) -> list[Any]:
+        return [
+            gxe.ExpectColumnValuesToNotBeNull(column=entity),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=[entity, "feature_date"]),
+            gxe.ExpectColumnValuesToNotBeNull(column="event_timestamp"),
+            gxe.ExpectColumnValuesToBeBetween(column=f"{prefix}_impressions_28d", min_value=0),
+            gxe.ExpectColumnValuesToBeBetween(column=f"{prefix}_clicks_28d", min_value=0),
+            gxe.ExpectColumnValuesToBeBetween(column=f"{prefix}_ctr_28d", min_value=0, max_value=cfg.max_ctr),
+        ]
+
+    suites = {
+        "fct_interactions": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=min_interactions),
+            gxe.ExpectColumnValuesToNotBeNull(column="event_id"),
+            gxe.ExpectColumnValuesToBeUnique(column="event_id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
+            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
+            gxe.ExpectColumnPairValuesToBeEqual(column_A="event_timestamp", column_B="occurred_at"),
+        ],
+        "user_daily_features": daily("user_id", "user"),
+        "item_daily_features": daily("item_id", "item"),
+        "item_texts": [
+            gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
+            gxe.ExpectColumnValuesToBeUnique(column="item_id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="text"),
+            gxe.ExpectColumnValueLengthsToBeBetween(
+                column="text", min_value=cfg.min_text_length, max_value=cfg.max_text_length
+            ),
+            gxe.ExpectColumnValueLengthsToEqual(column="content_hash", value=32),
+        ],
+        "user_recent_items": [
+            gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "feature_date"]),
+            gxe.ExpectColumnValuesToNotBeNull(column="recent_item_ids"),
+            gxe.ExpectColumnValueLengthsToBeBetween(column="recent_item_ids", max_value=cfg.recent_items_limit),
+        ],
+    }
+    return {name: gx.ExpectationSuite(name=f"mart_{name}", expectations=exps) for name, exps in suites.items()}
