@@ -103,6 +103,8 @@ def _plain(value: Any) -> Any:
         return None
     if hasattr(value, "isoformat"):
         return value.isoformat()
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0):  # list-valued columns (recent_item_ids, ...)
+        return [_plain(v) for v in value.tolist()]
     return value.item() if hasattr(value, "item") else value
 
 

@@ -9,7 +9,7 @@ from recsys.config import Settings
 from recsys.errors import ValidationFailedError
 from recsys.validation.config import QualityConfig, quality_config
 from recsys.validation.gates import GateResult, check_interval, run_gate
-from recsys.validation.suites import mart_suites
+from recsys.validation.suites import RECENT_COUNT, mart_suites
 
 
 def mart_rows(settings: Settings, mart: str, start: datetime, end: datetime) -> Any:
@@ -38,7 +38,18 @@ def gate_marts(
     suites = mart_suites(cfg.marts, min_interactions=min(cfg.events.min_rows, 1))
     return {
         mart: run_gate(
-            settings, suite, mart_rows(settings, mart, start, end), settings.marts / f"{mart}.parquet", start
+            settings,
+            suite,
+            _with_derived(mart, mart_rows(settings, mart, start, end)),
+            settings.marts / f"{mart}.parquet",
+            start,
         )
         for mart, suite in suites.items()
     }
+
+
+def _with_derived(mart: str, frame: Any) -> Any:
+    """Add the columns a suite checks but GX cannot compute (the length of a list column)."""
+    if mart == "user_recent_items" and "recent_item_ids" in frame.columns:
+        frame = frame.assign(**{RECENT_COUNT: frame["recent_item_ids"].map(lambda v: 0 if v is None else len(v))})
+    return frame

@@ -23,6 +23,8 @@ RAW_COLUMNS = {
 DRIFT_COLUMN = "_extra"
 # Derived column the events gate adds: item_id where the item is in no raw items partition so far, else null.
 UNKNOWN_ITEM_COLUMN = "unknown_item_id"
+# Derived column the user_recent_items mart gate adds: the length of recent_item_ids.
+RECENT_COUNT = "recent_item_count"
 
 
 def row_count_expectations(rule: RowCountRule, previous_rows: int | None) -> list[Any]:
@@ -176,7 +178,8 @@ def mart_suites(config: MartsQuality | None = None, min_interactions: int = 1) -
             gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "feature_date"]),
             gxe.ExpectColumnValuesToNotBeNull(column="recent_item_ids"),
-            gxe.ExpectColumnValueLengthsToBeBetween(column="recent_item_ids", max_value=cfg.recent_items_limit),
+            # GX measures string lengths; the gate derives the list length (RECENT_COUNT) before validating.
+            gxe.ExpectColumnValuesToBeBetween(column=RECENT_COUNT, min_value=0, max_value=cfg.recent_items_limit),
         ],
     }
     return {name: gx.ExpectationSuite(name=f"mart_{name}", expectations=exps) for name, exps in suites.items()}
