@@ -111,3 +111,31 @@ def test_replace_undoes_schema_drift(tmp_path: Path) -> None:
     write_site(settings, simulate(CFG), replace=True)
     backfill(settings, DAY, DAY)
     assert pd.read_parquet(settings.lake / "raw" / "events" / f"dt={DAY}").session_id.notna().all()
+
+
+GATE_CATCHES = {
+    "null_ids": "expect_column_values_to_not_be_null",
+    "duplicate_events": "expect_compound_columns_to_be_unique",
+    "future_timestamps": "expect_column_values_to_be_between(column=occurred_at)",
+    "out_of_interval_timestamps": "expect_column_values_to_be_between(column=occurred_at)",
+    "unknown_items": "expect_column_values_to_be_null(column=unknown_item_id)",
+    "renamed_column": "expect_column_values_to_be_null(column=_extra)",
+    "empty_interval": "expect_table_row_count_to_be_between",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GATE_CATCHES))
+def test_the_raw_gate_flags_each_injected_kind(kind: str, tmp_path: Path) -> None:
+    """The simulator's corruption, through the real writer and extractor, fails the raw events gate by name."""
+    from recsys.ingest.extract import day_interval
+    from recsys.validation.raw_events import gate_raw_events
+
+    settings = Settings(home=tmp_path)
+    site = simulate(CFG)
+    manifest = inject(site, [kind], DAY)
+    write_site(settings, site, corruption=manifest)
+    backfill(settings, CFG.start.date(), CFG.start.date() + timedelta(days=CFG.days - 1))
+    day = date.fromisoformat(manifest.get(kind).day or str(DAY))
+    gate = gate_raw_events(settings, *day_interval(day))
+    assert not gate.success
+    assert GATE_CATCHES[kind] in gate.summary()
