@@ -92,6 +92,8 @@ def generate_lake(home: Path, events: int = EVENTS, seed: int = 0) -> None:
         "session_id": pa.array(np.char.add("s", rng.integers(0, events // 10, events).astype(str))),
         "position": pa.array(rng.integers(0, 20, events).astype(np.int32), mask=rng.random(events) < 0.05),
         "occurred_at": pa.array(day_us + rng.integers(0, 86_400_000_000, events), ts),
+        "received_at": pa.array(day_us + rng.integers(0, 86_400_000_000, events), ts),
+        "_extra": pa.nulls(events, pa.string()),
         "_interval_start": interval,
     }))  # fmt: skip
     ids = np.arange(1, ITEMS + 1)
@@ -103,6 +105,7 @@ def generate_lake(home: Path, events: int = EVENTS, seed: int = 0) -> None:
         "tags": pa.array([["a", "b"]] * ITEMS, pa.list_(pa.string())),
         "published_at": pa.array(np.full(ITEMS, day_us), ts),
         "updated_at": pa.array(day_us + ids * 1_000_000, ts),
+        "_extra": pa.nulls(ITEMS, pa.string()),
         "_interval_start": interval[:ITEMS],
     }))  # fmt: skip
     uids = np.arange(1, USERS + 1)
@@ -112,6 +115,7 @@ def generate_lake(home: Path, events: int = EVENTS, seed: int = 0) -> None:
         "updated_at": pa.array(day_us + uids, ts),
         "country": pa.array(np.full(USERS, "DE")),
         "age_band": pa.array(np.full(USERS, "25-34")),
+        "_extra": pa.nulls(USERS, pa.string()),
         "_interval_start": interval[:USERS],
     }))  # fmt: skip
 
