@@ -10,15 +10,12 @@ import math
 from datetime import datetime
 from typing import Any
 
+from recsys.ingest.extract import RAW_SCHEMAS
 from recsys.validation.config import EventsQuality, ItemsQuality, MartsQuality, RowCountRule
 
 EVENT_TYPES = ("impression", "click", "rating", "like", "purchase", "tag")
-RAW_COLUMNS = {
-    "events": ("event_id", "user_id", "item_id", "event_type", "value", "session_id", "position", "occurred_at",
-               "received_at", "_extra", "_interval_start"),
-    "items": ("item_id", "title", "body", "category", "tags", "published_at", "updated_at", "_extra",
-              "_interval_start"),
-}  # fmt: skip
+# The extraction contract itself, plus the interval column extraction appends.
+RAW_COLUMNS = {table: (*RAW_SCHEMAS[table].names, "_interval_start") for table in ("events", "items")}
 # Source columns outside the contract (schema drift, e.g. a renamed column) arrive as JSON in _extra.
 DRIFT_COLUMN = "_extra"
 # Derived column the events gate adds: item_id where the item is in no raw items partition so far, else null.
