@@ -26,7 +26,12 @@ from recsys.validation.gates import (
     result_path,
     run_gate,
 )
-from recsys.validation.suites import UNKNOWN_ITEM_COLUMN, raw_events_suite
+from recsys.validation.suites import (
+    DUPLICATE_EXEMPT_COLUMN,
+    UNKNOWN_ITEM_COLUMN,
+    duplicate_exempt_ids,
+    raw_events_suite,
+)
 
 SUITE_NAME = "raw_events"
 
@@ -69,6 +74,8 @@ def gate_raw_events(
     if check_catalog:
         known = known_item_ids(settings, end)
         frame[UNKNOWN_ITEM_COLUMN] = frame["item_id"].astype("Int64").where(~frame["item_id"].isin(known))
+    if cfg.duplicate_key and cfg.duplicate_exempt_event_types:
+        frame[DUPLICATE_EXEMPT_COLUMN] = duplicate_exempt_ids(frame, cfg.duplicate_exempt_event_types)
     suite = raw_events_suite(
         start - max(settings.late_data_overlap, settings.max_event_lateness),
         end,

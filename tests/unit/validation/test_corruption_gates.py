@@ -68,7 +68,8 @@ CASES = [
     ("null ids", with_rows(event("n1", None, 10, "click", utc(2024, 5, 1, 8))), "events",
      "expect_column_values_to_not_be_null(column=user_id): 1 of 5 rows unexpected"),
     ("duplicate event", with_rows(event("e1-again", 1, 10, "impression", utc(2024, 5, 1, 9), position=0)), "events",
-     "expect_compound_columns_to_be_unique(column=user_id,item_id,event_type,session_id,position,occurred_at): 2 of"),
+     "expect_compound_columns_to_be_unique(column=user_id,item_id,event_type,session_id,position,occurred_at,"
+     "duplicate_exempt_event_id): 2 of"),
     ("future timestamp", with_rows(event("f1", 1, 10, "click", utc(2099, 1, 1))), "events",
      "expect_column_values_to_be_between(column=occurred_at): 1 of 5 rows unexpected"),
     ("outside the interval", with_rows(event("o1", 1, 10, "click", utc(2024, 4, 28, 23))), "events",
@@ -101,6 +102,16 @@ def test_clean_interval_passes_and_stores_results_and_docs(settings: Settings) -
     assert data_docs_index(settings).is_file()
     stored = list((settings.home / "gx" / "gx" / "uncommitted" / "validations").rglob("*.json"))
     assert len(stored) == 2  # one stored validation result per gate
+
+
+def test_repeated_tags_at_one_instant_are_not_duplicates(settings: Settings) -> None:
+    write_clean(settings)
+    tags = [event(f"t{i}", 1, 10, "tag", utc(2024, 5, 1, 11), session_id="s1", position=None) for i in range(3)]
+    with_rows(*tags)(settings)
+
+    summary = validate_raw_stage(settings, START, END)
+
+    assert summary["gates"]["events"]["success"], summary
 
 
 @pytest.mark.parametrize(("kind", "corrupt", "table", "expected"), CASES, ids=[c[0] for c in CASES])
