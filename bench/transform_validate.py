@@ -59,14 +59,18 @@ batch = ctx.data_sources.add_pandas("ref").add_dataframe_asset("events").add_bat
 suite = ctx.suites.add(gx.ExpectationSuite(name="reference", expectations=[
     gxe.ExpectColumnValuesToNotBeNull(column="event_id"), gxe.ExpectColumnValuesToBeUnique(column="event_id"),
     gxe.ExpectColumnValuesToNotBeNull(column="user_id"), gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
-    gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=["impression", "click", "rating", "like", "purchase", "tag"]),
+    gxe.ExpectColumnValuesToBeInSet(
+        column="event_type", value_set=["impression", "click", "rating", "like", "purchase", "tag"]),
     gxe.ExpectColumnValuesToNotBeNull(column="occurred_at"),
     gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0, max_value=5),
     gxe.ExpectColumnValuesToBeBetween(column="position", min_value=0, max_value=100)]))
 definition = ctx.validation_definitions.add(gx.ValidationDefinition(name="reference", data=batch, suite=suite))
-t = time.perf_counter(); ref = definition.run(batch_parameters={{"dataframe": frame}}); reference = time.perf_counter() - t
+t = time.perf_counter()
+ref = definition.run(batch_parameters={{"dataframe": frame}})
+reference = time.perf_counter() - t
 assert ref.success
-print(json.dumps({{"import_s": imported, "reference_8_expectations_s": reference, "events_read_s": seconds["read"], "events_validate_s": seconds["validate"],
+print(json.dumps({{"import_s": imported, "reference_8_expectations_s": reference,
+    "events_read_s": seconds["read"], "events_validate_s": seconds["validate"],
     "events_gate_s": events_total, "items_gate_s": items_total, "expectations": ev.evaluated_expectations,
     "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

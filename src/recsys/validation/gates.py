@@ -15,6 +15,7 @@ from recsys.config import Settings
 from recsys.errors import ValidationFailedError
 from recsys.validation.gx import ExpectationFailure, failures, file_context, run_checkpoint, write_json_atomically
 
+
 @dataclass(frozen=True)
 class GateResult:
     """Outcome of one validation gate on one partition (or one interval of a mart)."""
