@@ -196,7 +196,13 @@ class Settings(BaseSettings):
         return f"recommender_v{self.feature_service_version}"
 
     def tool_env(self) -> dict[str, str]:
-        """Environment for the tools that read config from env vars (dbt profiles, Feast repo, BentoML)."""
+        """Environment for the tools that read config from env vars (dbt profiles, Feast repo, BentoML).
+
+        ``RECSYS_OFFLINE_STORE`` (= ``warehouse_target``) tells ``feature_repo/`` whether its sources are the
+        Parquet files (duckdb) or the mart tables in schema ``RECSYS_MARTS_SCHEMA`` (postgres). No secrets.
+        """
+        from recsys.transform.postgres import PostgresWarehouse
+
         assert self.bentoml_home is not None
         return {
             "RECSYS_HOME": str(self.home),
@@ -204,12 +210,17 @@ class Settings(BaseSettings):
             "RECSYS_WAREHOUSE_PATH": str(self.warehouse),
             "RECSYS_MARTS_DIR": str(self.marts),
             "RECSYS_EMBEDDINGS_PATH": str(self.embeddings_path),
+            "RECSYS_OFFLINE_STORE": self.warehouse_target,
+            "RECSYS_MARTS_SCHEMA": PostgresWarehouse.model_validate(self.postgres).schema_name,
             "BENTOML_HOME": str(self.bentoml_home),
         }
 
     def redacted(self) -> dict[str, Any]:
-        """Settings as a dict safe to log: secrets stay masked."""
-        return self.model_dump(mode="json")
+        """Settings as a dict safe to log: secrets stay masked, the Postgres warehouse password included."""
+        dumped = self.model_dump(mode="json")
+        if dumped["postgres"].get("password"):
+            dumped["postgres"] = {**dumped["postgres"], "password": "**********"}
+        return dumped
 
 
 @lru_cache(maxsize=1)

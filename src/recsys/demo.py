@@ -48,12 +48,11 @@ def query_bento(
 
 def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 300, port: int = 3000) -> None:
     """Simulate a site, backfill its history, run the daily DAG for the last day, then serve and query."""
-    import pandas as pd
-
     from recsys.ingest.extract import backfill
     from recsys.orchestration import run_dag_test
     from recsys.sources.simulator import SimulationConfig, simulate
     from recsys.sources.writer import write_site
+    from recsys.transform import read_mart
 
     t0 = time.perf_counter()
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -89,7 +88,7 @@ def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 3
     answers = query_bento(settings, [*known, UNKNOWN_USER], k=settings.model.top_k, port=port)
     extra["serve_and_query"] = time.perf_counter() - t
 
-    catalog = pd.read_parquet(settings.marts / "item_texts.parquet").set_index("item_id").to_dict("index")
+    catalog = read_mart(settings, "item_texts").set_index("item_id").to_dict("index")
     for answer in answers:
         user = answer["user_id"]
         planted = site.user_topics.get(user, ["(unknown user)"])

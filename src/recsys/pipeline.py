@@ -55,11 +55,22 @@ def validate_raw_stage(settings: Settings, start: datetime, end: datetime) -> di
 
 
 def transform_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
-    """``dbt build`` (staging → intermediate → marts, with tests) on the warehouse, for the interval."""
+    """``dbt build`` (staging → intermediate → marts, with tests) on the configured warehouse, for the interval.
+
+    With the PostgreSQL warehouse the raw tables are first synced with the lake (new or rewritten partitions
+    copied in, removed ones deleted); DuckDB reads the lake in place.
+    """
     from recsys.transform import build
 
     with stage("dbt_build", _timings(settings), **_label(start)):
-        result = build(settings, interval=(start, end))
+        if settings.warehouse_target == "postgres":
+            from recsys.transform.postgres import postgres_warehouse, sync_raw
+
+            warehouse = postgres_warehouse(settings)
+            copied = sync_raw(settings.lake, warehouse)
+            result = build(settings, target="postgres", postgres=warehouse, interval=(start, end))
+            return {**result.summary(), "raw_partitions_copied": copied}
+        result = build(settings, target="duckdb", interval=(start, end))
     return result.summary()
 
 
@@ -83,14 +94,17 @@ def features_stage(settings: Settings, start: datetime, end: datetime) -> dict[s
 
 
 def encode_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
-    """Encode new or changed item texts with BERT, then materialize the embedding view."""
-    import pandas as pd
+    """Encode new or changed item texts with BERT, then materialize the embedding view.
 
+    The embeddings land in the encoder's Parquet table and, with the PostgreSQL warehouse, also in the
+    offline store's ``item_text_embedding`` table.
+    """
     from recsys import features
     from recsys.model.encoder import encode_items
+    from recsys.transform import read_mart
 
     with stage("encode_items", _timings(settings), **_label(start)):
-        items = pd.read_parquet(settings.marts / "item_texts.parquet")
+        items = read_mart(settings, "item_texts")
         counts = encode_items(settings, items)
         features.apply(settings)
         features.materialize(settings, start - settings.materialize_overlap, end, views=["item_text_embedding"])

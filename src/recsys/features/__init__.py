@@ -10,6 +10,7 @@ from recsys.features.store import (
     feature_store,
     historical_features,
     materialize,
+    offline_store_config,
     online_features,
     repo_config,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "feature_store",
     "historical_features",
     "materialize",
+    "offline_store_config",
     "online_features",
     "repo_config",
 ]

@@ -2,7 +2,8 @@
 
 The store is configured from :class:`recsys.config.Settings` (never from ``feature_store.yaml`` or the
 current directory). The definitions in ``settings.feast_repo`` are loaded by path, with the paths they
-read from the environment taken from ``settings.tool_env()``.
+read from the environment taken from ``settings.tool_env()``. The offline store follows
+``settings.warehouse_target``: DuckDB over the Parquet marts, or PostgreSQL over the mart tables.
 """
 
 from __future__ import annotations
@@ -27,11 +28,36 @@ if TYPE_CHECKING:
 
 PROJECT = "recsys"
 ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast 0.67 deprecates anything below 3
+ROW_COLUMN = "_recsys_entity_row"  # added to entity_df so answers come back in the caller's row order
 _LOAD_LOCK = threading.Lock()  # loading mutates os.environ, sys.path and sys.modules
 
 
+def offline_store_config(settings: Settings) -> dict[str, Any]:
+    """Feast's ``offline_store`` block: DuckDB over the Parquet marts, or PostgreSQL over the mart tables.
+
+    With ``warehouse_target: postgres`` it is the ``postgres`` settings section (host, port, dbname, user,
+    password, sslmode); ``db_schema`` is the schema of the dbt models, where Feast also creates its
+    temporary entity tables.
+    """
+    if settings.warehouse_target != "postgres":
+        return {"type": "duckdb"}
+    from recsys.transform.postgres import postgres_warehouse
+
+    warehouse = postgres_warehouse(settings)
+    return {
+        "type": "postgres",
+        "host": warehouse.host,
+        "port": warehouse.port,
+        "database": warehouse.dbname,
+        "db_schema": warehouse.schema_name,
+        "user": warehouse.user,
+        "password": warehouse.password_value,
+        "sslmode": warehouse.sslmode,
+    }
+
+
 def repo_config(settings: Settings, *, project: str = PROJECT) -> Any:
-    """The Feast ``RepoConfig`` for ``settings``: file registry, DuckDB offline, SQLite or Redis online."""
+    """The Feast ``RepoConfig`` of ``settings``: file registry, DuckDB/PostgreSQL offline, SQLite/Redis online."""
     from feast.repo_config import RepoConfig
 
     assert settings.feast_registry is not None and settings.online_sqlite_path is not None
@@ -44,7 +70,7 @@ def repo_config(settings: Settings, *, project: str = PROJECT) -> Any:
         project=project,
         provider="local",
         registry=str(settings.feast_registry),
-        offline_store={"type": "duckdb"},
+        offline_store=offline_store_config(settings),
         online_store=online,
         repo_path=settings.feast_repo,
         entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
@@ -138,13 +164,34 @@ def _source_path(view: FeatureView) -> Path | None:
     return Path(path) if path and "://" not in path else None
 
 
-def _require_sources(views: list[FeatureView]) -> None:
+def _source_table(view: FeatureView) -> str | None:
+    """The table a PostgreSQL source reads (``"schema"."name"``), None for other sources."""
+    options = getattr(view.batch_source, "_postgres_options", None)
+    return getattr(options, "_table", None) or None
+
+
+def _require_sources(settings: Settings, views: list[FeatureView]) -> None:
     missing = [f"{v.name}: {p}" for v in views if (p := _source_path(v)) is not None and not p.exists()]
+    tables = {v.name: t for v in views if (t := _source_table(v)) is not None}
+    missing += [f"{name}: table {table}" for name, table in _missing_tables(settings, tables).items()]
     if missing:
         raise FeatureStoreError(
-            "Offline source files are missing (" + "; ".join(missing) + "). "
-            "Build and export the marts (dbt) and the item embeddings first."
+            "Offline sources are missing (" + "; ".join(missing) + "). "
+            "Build the marts (dbt, the transform stage) and the item embeddings (the encode stage) first."
         )
+
+
+def _missing_tables(settings: Settings, tables: dict[str, str]) -> dict[str, str]:
+    """The entries of ``{view: table}`` whose table does not exist in the Postgres warehouse."""
+    if not tables:
+        return {}
+    from recsys.transform.postgres import postgres_warehouse
+
+    with postgres_warehouse(settings).connect() as conn, conn, conn.cursor() as cur:
+        names = sorted(set(tables.values()))
+        cur.execute("select t, to_regclass(t) is not null from unnest(%s::text[]) as t", (names,))
+        exists = dict(cur.fetchall())
+    return {view: table for view, table in tables.items() if not exists[table]}
 
 
 def _check_window(start: datetime, end: datetime) -> None:
@@ -187,7 +234,7 @@ def materialize(
     _check_window(start, end)
     store = feature_store(settings, project=project)
     selected = _views(store, views)
-    _require_sources(selected)
+    _require_sources(settings, selected)
     for lo, hi in windows(start, end, chunk):
         try:
             store.materialize(start_date=lo, end_date=hi, feature_views=[v.name for v in selected])
@@ -224,18 +271,46 @@ def _service(store: FeatureStore, service: str) -> Any:
 def historical_features(
     settings: Settings, entity_df: pd.DataFrame, service: str, *, project: str = PROJECT
 ) -> pd.DataFrame:
-    """Point-in-time join of the named feature service onto ``entity_df`` (join keys + ``event_timestamp``)."""
+    """Point-in-time join of the named feature service onto ``entity_df`` (join keys + ``event_timestamp``).
+
+    Rows come back in ``entity_df``'s order with its columns unchanged (index reset), whichever offline store
+    answers, followed by the service's feature columns.
+    """
     if "event_timestamp" not in entity_df.columns:
         raise FeatureStoreError(
             f"entity_df needs an 'event_timestamp' column (UTC) next to the join keys; got {list(entity_df.columns)}."
         )
     store = feature_store(settings, project=project)
     feature_service = _service(store, service)
-    _require_sources([store.get_feature_view(p.name) for p in feature_service.feature_view_projections])
+    _require_sources(settings, [store.get_feature_view(p.name) for p in feature_service.feature_view_projections])
+    if ROW_COLUMN in entity_df.columns:
+        raise FeatureStoreError(f"entity_df has a column {ROW_COLUMN!r}, which historical_features reserves.")
+    entities = entity_df.reset_index(drop=True)
     try:
-        return store.get_historical_features(entity_df=entity_df, features=feature_service).to_df()
+        frame = store.get_historical_features(
+            entity_df=entities.assign(**{ROW_COLUMN: range(len(entities))}), features=feature_service
+        ).to_df()
     except Exception as exc:
         raise FeatureStoreError(f"Historical retrieval for feature service {service!r} failed: {exc}") from exc
+    return _in_entity_order(frame, entities)
+
+
+def _in_entity_order(frame: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
+    """The offline store's answer in ``entities``' row order, with ``entities``' own columns and dtypes.
+
+    Offline stores return rows in any order (PostgreSQL's differs from DuckDB's) and with their own
+    timestamp types; the caller gets its entity rows back as passed, followed by the feature columns.
+    """
+    import pandas as pd
+
+    if len(frame) != len(entities):
+        raise FeatureStoreError(
+            f"The offline store answered {len(frame)} rows for {len(entities)} entity rows; "
+            "check the feature views' join keys against entity_df."
+        )
+    ordered = frame.sort_values(ROW_COLUMN, kind="stable").reset_index(drop=True)
+    features = [c for c in ordered.columns if c not in entities.columns and c != ROW_COLUMN]
+    return pd.concat([entities, ordered[features]], axis=1)
 
 
 def online_features(store: FeatureStore, service: str, entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:

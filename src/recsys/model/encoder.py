@@ -313,6 +313,9 @@ def encode_items(settings: Settings, items: pd.DataFrame, encoder: ItemEncoder |
     table = pd.concat([t for t in new_rows if len(t)], ignore_index=True) if any(len(t) for t in new_rows) else existing
     table = table.sort_values(["item_id", "event_timestamp"], kind="stable").reset_index(drop=True)
     write_embeddings(table, path)
+    from recsys.transform.warehouse import publish_embeddings  # the Postgres offline store's copy, if configured
+
+    publish_embeddings(settings, table, rebuilt=existing.empty)
     encoded, appended = len(to_encode), len(to_encode) + len(reuse)
     log.info("item embeddings: %d encoded, %d reused, %d rows in %s", encoded, len(items) - encoded, len(table), path)
     return EncodeResult(table=table, encoded=encoded, reused=len(items) - encoded, appended=appended, path=path)

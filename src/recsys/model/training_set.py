@@ -85,10 +85,9 @@ class TrainingData:
 
 
 def _positives(settings: Settings, end: datetime) -> pd.DataFrame:
-    path = settings.marts / "fct_interactions.parquet"
-    if not path.exists():
-        raise TrainingError(f"{path} is missing: run the dbt stage first.")
-    frame = pd.read_parquet(path, columns=["user_id", "item_id", "label", "event_timestamp"])
+    from recsys.transform import read_mart  # the configured warehouse: Parquet (DuckDB) or PostgreSQL
+
+    frame = read_mart(settings, "fct_interactions", columns=["user_id", "item_id", "label", "event_timestamp"])
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     positives = frame[(frame["label"] == 1) & (frame["event_timestamp"] < pd.Timestamp(end))]
     return positives.drop(columns="label").sort_values(["event_timestamp", "user_id", "item_id"], kind="stable")
@@ -104,8 +103,9 @@ def _user_features(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
 
 def _items(settings: Settings, end: datetime, as_of: datetime) -> pd.DataFrame:
     from recsys.features import historical_features
+    from recsys.transform import read_mart
 
-    catalog = pd.read_parquet(settings.marts / "item_texts.parquet", columns=["item_id", "updated_at"])
+    catalog = read_mart(settings, "item_texts", columns=["item_id", "updated_at"])
     catalog = catalog[pd.to_datetime(catalog["updated_at"], utc=True) < pd.Timestamp(end)]
     entities = pd.DataFrame({"item_id": catalog["item_id"].to_numpy(), "event_timestamp": pd.Timestamp(end)})
     # Embeddings as of the interval end (every catalog item is encoded); stats as of the holdout start.

@@ -92,10 +92,11 @@ def build(
 
     ``select`` is a dbt selection (e.g. ``"+user_daily_features"``, space-separated for several); tests
     run when all the models they read are selected or upstream of the selection. ``target`` is ``duckdb``
-    (default; marts exported as Parquet under ``settings.marts``) or ``postgres`` (``postgres`` says where;
-    load the raw tables first with :func:`recsys.transform.postgres.load_raw`). ``interval`` (the data
-    interval) makes the incremental events model reload the raw partitions of that interval; without it,
-    the newest and any not yet loaded partitions are reloaded.
+    (default; marts exported as Parquet under ``settings.marts``) or ``postgres`` (``postgres`` says where,
+    default the ``postgres`` settings section; load the raw tables first with
+    :func:`recsys.transform.postgres.sync_raw` or :func:`~recsys.transform.postgres.load_raw`).
+    ``interval`` (the data interval) makes the incremental events model reload the raw partitions of that
+    interval; without it, the newest and any not yet loaded partitions are reloaded.
     Raises :class:`TransformError` naming each failed node and its message, or when the raw lake lacks
     a table or dbt cannot start.
     """
@@ -106,9 +107,9 @@ def build(
         _check_raw_lake(settings.lake)
         _prepare_local_outputs(settings)
     else:
-        from recsys.transform.postgres import PostgresWarehouse
+        from recsys.transform.postgres import postgres_warehouse
 
-        warehouse = postgres or PostgresWarehouse()
+        warehouse = postgres or postgres_warehouse(settings)
         env.update(warehouse.dbt_env())
         dbt_vars["raw_schema"] = warehouse.raw_schema
     if interval is not None:

@@ -5,6 +5,10 @@ tables of the raw schema with the contract's columns (docs/contracts.md). Each p
 unit, in one transaction: its rows (``_interval_start`` = the partition day) are deleted, then the file is
 streamed in with ``COPY``. A partition missing from the lake (e.g. moved to quarantine by a gate) has its
 rows removed, so the raw tables mirror the lake and a re-run of a day yields the same rows.
+
+Every load records the file's fingerprint (size and modification time) in ``{raw_schema}._loaded_partitions``,
+so :func:`sync_raw` (what the pipeline's transform stage calls) copies only partitions that are new or were
+rewritten since they were loaded, and removes those gone from the lake.
 """
 
 from __future__ import annotations
@@ -14,13 +18,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
 from recsys.errors import TransformError
 
+if TYPE_CHECKING:
+    from recsys.config import Settings
+
 RAW_TABLES = ("events", "users", "items")
+LOADED_TABLE = "_loaded_partitions"  # per raw table and day: the fingerprint of the file last loaded
 # Column types of the raw tables; the Arrow types they hold are in docs/contracts.md ("Raw Parquet schemas").
 RAW_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "events": (
@@ -49,6 +57,18 @@ class PostgresWarehouse(BaseModel):
     dbname: str = "recsys"
     schema_name: str = Field("analytics", description="Schema of the dbt models (staging views, marts).")
     raw_schema: str = Field("raw", description="Schema of the raw tables load_raw fills from the lake.")
+    sslmode: str = Field(
+        "prefer", description="libpq sslmode of the recsys connections and the Feast offline store (e.g. require)."
+    )
+
+    @property
+    def password_value(self) -> str:
+        """The password as plain text ('' when unset: trust or peer authentication)."""
+        return self.password.get_secret_value() if self.password else ""
+
+    def qualified(self, name: str) -> str:
+        """``"schema"."name"``: a model or table in the schema of the dbt models."""
+        return f'"{self.schema_name}"."{name}"'
 
     def dbt_env(self) -> dict[str, str]:
         """The env vars ``dbt/profiles.yml`` reads for the postgres target."""
@@ -56,7 +76,7 @@ class PostgresWarehouse(BaseModel):
             "RECSYS_PG_HOST": self.host,
             "RECSYS_PG_PORT": str(self.port),
             "RECSYS_PG_USER": self.user,
-            "RECSYS_PG_PASSWORD": self.password.get_secret_value() if self.password else "",
+            "RECSYS_PG_PASSWORD": self.password_value,
             "RECSYS_PG_DBNAME": self.dbname,
             "RECSYS_PG_SCHEMA": self.schema_name,
         }
@@ -73,6 +93,7 @@ class PostgresWarehouse(BaseModel):
                 user=self.user,
                 password=self.password.get_secret_value() if self.password else None,
                 dbname=self.dbname,
+                sslmode=self.sslmode,
                 connect_timeout=10,
             )
         except psycopg2.OperationalError as exc:
@@ -84,6 +105,11 @@ class PostgresWarehouse(BaseModel):
             yield conn
         finally:
             conn.close()
+
+
+def postgres_warehouse(settings: Settings) -> PostgresWarehouse:
+    """The ``postgres`` section of ``settings`` as a typed :class:`PostgresWarehouse`."""
+    return PostgresWarehouse.model_validate(settings.postgres)
 
 
 def lake_partitions(lake: Path, table: str) -> dict[date, Path]:
@@ -118,11 +144,49 @@ def load_raw(
     return totals
 
 
+def sync_raw(lake: Path, warehouse: PostgresWarehouse, tables: Iterable[str] = RAW_TABLES) -> dict[str, int]:
+    """Make the raw tables mirror the lake, copying only what changed; return the partitions copied per table.
+
+    A partition is copied when it is new or its file was rewritten since it was loaded (size or modification
+    time differ from the recorded fingerprint); rows of partitions gone from the lake are removed.
+    """
+    copied: dict[str, int] = {}
+    with warehouse.connect() as conn:
+        for table in tables:
+            if table not in RAW_COLUMNS:
+                raise TransformError(f"Unknown raw table {table!r}: expected one of {list(RAW_COLUMNS)}.")
+            _create_table(conn, warehouse.raw_schema, table)
+            present = lake_partitions(lake, table)
+            loaded = _loaded_fingerprints(conn, warehouse.raw_schema, table)
+            _drop_partitions_not_in(conn, warehouse.raw_schema, table, set(present))
+            stale = [day for day, path in sorted(present.items()) if loaded.get(day) != _fingerprint(path)]
+            for day in stale:
+                _replace_partition(conn, warehouse.raw_schema, table, day, present[day])
+            copied[table] = len(stale)
+    return copied
+
+
+def _fingerprint(path: Path) -> str:
+    """What identifies one written version of a partition file (files are replaced whole, by rename)."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _loaded_fingerprints(conn: Any, schema: str, table: str) -> dict[date, str]:
+    with conn, conn.cursor() as cur:
+        cur.execute(f'select day, fingerprint from "{schema}"."{LOADED_TABLE}" where table_name = %s', (table,))
+        return dict(cur.fetchall())
+
+
 def _create_table(conn: Any, schema: str, table: str) -> None:
     columns = ", ".join(f'"{name}" {sql_type}' for name, sql_type in RAW_COLUMNS[table])
     with conn, conn.cursor() as cur:
         cur.execute(f'create schema if not exists "{schema}"')
         cur.execute(f'create table if not exists "{schema}"."{table}" ({columns})')
+        cur.execute(
+            f'create table if not exists "{schema}"."{LOADED_TABLE}" '
+            "(table_name text, day date, fingerprint text not null, primary key (table_name, day))"
+        )
 
 
 def _day_start(day: date) -> datetime:
@@ -135,6 +199,10 @@ def _drop_partitions_not_in(conn: Any, schema: str, table: str, keep: set[date])
             f'delete from "{schema}"."{table}" where not (_interval_start = any(%s))',
             ([_day_start(d) for d in keep],),
         )
+        cur.execute(
+            f'delete from "{schema}"."{LOADED_TABLE}" where table_name = %s and not (day = any(%s))',
+            (table, sorted(keep)),
+        )
 
 
 def _replace_partition(conn: Any, schema: str, table: str, day: date, path: Path | None) -> int:
@@ -142,11 +210,17 @@ def _replace_partition(conn: Any, schema: str, table: str, day: date, path: Path
     names = [name for name, _ in RAW_COLUMNS[table]]
     with conn, conn.cursor() as cur:
         cur.execute(f'delete from "{schema}"."{table}" where _interval_start = %s', (_day_start(day),))
+        cur.execute(f'delete from "{schema}"."{LOADED_TABLE}" where table_name = %s and day = %s', (table, day))
         if path is None:
             return 0
+        fingerprint = _fingerprint(path)
         data, rows = _as_csv(path, table, names)
         column_list = ", ".join(f'"{n}"' for n in names)
         cur.copy_expert(f'copy "{schema}"."{table}" ({column_list}) from stdin with (format csv)', data)
+        cur.execute(
+            f'insert into "{schema}"."{LOADED_TABLE}" (table_name, day, fingerprint) values (%s, %s, %s)',
+            (table, day, fingerprint),
+        )
         return rows
 
 

@@ -1,4 +1,4 @@
-"""Great Expectations gates on the marts: the rows of one data interval of each exported mart."""
+"""Great Expectations gates on the marts: the rows of one data interval of each mart, in either warehouse."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from recsys.config import Settings
 from recsys.errors import ValidationFailedError
+from recsys.transform.warehouse import MissingMartError, mart_location, read_mart
 from recsys.validation.config import QualityConfig, quality_config
 from recsys.validation.gates import GateResult, check_interval, run_gate
 from recsys.validation.suites import RECENT_COUNT, mart_suites
@@ -17,10 +18,10 @@ def mart_rows(settings: Settings, mart: str, start: datetime, end: datetime) -> 
     ``item_texts`` whole (the current catalog)."""
     import pandas as pd
 
-    path = settings.marts / f"{mart}.parquet"
-    if not path.is_file():
-        raise ValidationFailedError(f"No mart at {path}: run the transform stage (dbt build) first.")
-    frame = pd.read_parquet(path)
+    try:
+        frame = read_mart(settings, mart)
+    except MissingMartError as exc:
+        raise ValidationFailedError(str(exc)) from exc
     if mart == "fct_interactions":
         return frame[(frame["occurred_at"] >= start) & (frame["occurred_at"] < end)].reset_index(drop=True)
     if "feature_date" in frame.columns:
@@ -41,7 +42,7 @@ def gate_marts(
             settings,
             suite,
             _with_derived(mart, mart_rows(settings, mart, start, end)),
-            settings.marts / f"{mart}.parquet",
+            mart_location(settings, mart),
             start,
         )
         for mart, suite in suites.items()

@@ -28,8 +28,14 @@ def test_env_overrides_yaml_and_nested_fields(tmp_path: Path, monkeypatch: pytes
 
 
 def test_secrets_are_masked_in_logs(tmp_path: Path) -> None:
-    s = Settings(home=tmp_path, source_url="mysql+pymysql://app:hunter2@db:3306/site")
-    assert "hunter2" not in str(s.redacted())
+    s = Settings(
+        home=tmp_path,
+        source_url="mysql+pymysql://app:hunter2@db:3306/site",
+        postgres={"host": "pg", "password": "swordfish"},
+    )
+    shown = str(s.redacted())
+    assert "hunter2" not in shown and "swordfish" not in shown
+    assert "'host': 'pg'" in shown
 
 
 def test_mongo_items_without_url_is_a_clear_error(tmp_path: Path) -> None:
