@@ -194,6 +194,24 @@ def test_training_set_is_the_same_from_both_warehouses(runs: Runs) -> None:
     pd.testing.assert_frame_equal(from_postgres.test_user_features, from_duckdb.test_user_features)
 
 
+def test_training_rows_carry_the_point_in_time_recent_items_serving_reads(runs: Runs) -> None:
+    from recsys.model import training_set
+
+    data = training_set.build(runs.duck, END)
+    positives = read_mart(runs.duck, "fct_interactions").query("label == 1")
+    day = pd.to_datetime(data.train["event_timestamp"], utc=True).dt.floor("D")
+    checked = 0
+    for (user, day_start), recent in zip(zip(data.train["user_id"], day, strict=True), data.train["recent_item_ids"]):
+        mine = positives[(positives["user_id"] == user) & (positives["event_timestamp"] < day_start)]
+        # Only items the user liked before the interaction's day (the mart row of the day before), each once, <= 10.
+        assert set(recent) <= set(mine["item_id"]), (user, day_start)
+        assert len(recent) == len(set(recent)) == min(mine["item_id"].nunique(), 10), (user, day_start)
+        checked += len(recent) > 0
+    assert checked > 0  # some rows do have a history
+    users = data.test_user_features.index
+    assert set(data.recent_items()) <= set(users)
+
+
 def test_stage_summaries_of_the_postgres_run(runs: Runs) -> None:
     stages = runs.pg_stages
     assert stages["transform"]["success"]

@@ -3,7 +3,10 @@
 Positives (``label = 1``) before ``end - holdout_days`` train; the rest of ``[.., end)`` is the holdout.
 User features come from the ``recommender_vN_user`` feature service as of each interaction (training) or
 as of the holdout start (evaluation); item features and text embeddings come from ``recommender_vN_item``
-as of the holdout start, so nothing from the holdout leaks into training.
+as of the holdout start, so nothing from the holdout leaks into training. The user service includes the
+``user_recent_items`` view, so each training row's ``recent_item_ids`` is the point-in-time list serving
+reads online for that user at that time (the dbt mart's newest-first positives before the day's end), not
+a second derivation of it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 USER_FEATURES = ["user_impressions_28d", "user_clicks_28d", "user_ctr_28d"]
+RECENT_ITEMS = "recent_item_ids"  # from the user_recent_items view of the user feature service
 ITEM_FEATURES = ["item_impressions_28d", "item_clicks_28d", "item_ctr_28d"]
 
 
@@ -33,9 +37,9 @@ ITEM_FEATURES = ["item_impressions_28d", "item_clicks_28d", "item_ctr_28d"]
 class TrainingData:
     """Everything training and evaluation of one run read, saved beside the run's artifact."""
 
-    train: pd.DataFrame  # user_id, item_id, event_timestamp, *USER_FEATURES
+    train: pd.DataFrame  # user_id, item_id, event_timestamp, *USER_FEATURES, recent_item_ids
     test: pd.DataFrame  # user_id, item_id, event_timestamp
-    test_user_features: pd.DataFrame  # index user_id, USER_FEATURES as of holdout_start
+    test_user_features: pd.DataFrame  # index user_id, USER_FEATURES + recent_item_ids as of holdout_start
     items: pd.DataFrame  # item_id, embedding, *ITEM_FEATURES
     holdout_start: datetime
     user_feature_names: list[str]
@@ -49,9 +53,16 @@ class TrainingData:
         return popular_item_ids(self.train[["user_id", "item_id"]])
 
     def recent_items(self, length: int = 10) -> dict[int, list[int]]:
-        """Each user's last ``length`` training positives, newest first: the history as of the holdout start."""
+        """Each test user's recent items as of the holdout start, newest first (at most ``length``).
+
+        From the feature store's ``recent_item_ids`` (what serving reads); training sets saved without it
+        fall back to the user's last training positives.
+        """
         from recsys.model.data import recent_items_by_user
 
+        if RECENT_ITEMS in self.test_user_features.columns:
+            lists = self.test_user_features[RECENT_ITEMS]
+            return {int(u): [int(i) for i in v][:length] for u, v in lists.items() if v is not None and len(v)}
         return recent_items_by_user(self.train[["user_id", "item_id", "event_timestamp"]], length)
 
     def save(self, folder: Path) -> None:
@@ -98,6 +109,13 @@ def _user_features(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
 
     frame = historical_features(settings, entities, f"{settings.feature_service_name}_user")
     frame[USER_FEATURES] = frame[USER_FEATURES].astype("float64").fillna(0.0)
+    if RECENT_ITEMS not in frame.columns:
+        raise TrainingError(
+            f"feature service {settings.feature_service_name}_user returned no {RECENT_ITEMS}: add the "
+            "user_recent_items view to it (feature_repo/feature_services.py) and run recsys.features.apply()."
+        )
+    # No row within the view's TTL: no recent items (as serving sees it).
+    frame[RECENT_ITEMS] = [[int(i) for i in v] if v is not None else [] for v in frame[RECENT_ITEMS]]
     return frame
 
 
@@ -133,18 +151,20 @@ def build(settings: Settings, end: datetime) -> TrainingData:
     train_pos, test_pos = positives[~is_test], positives[is_test].reset_index(drop=True)
     log.info("training set: %d train positives, %d holdout positives", len(train_pos), len(test_pos))
     train = (
-        _user_features(settings, train_pos) if len(train_pos) else train_pos.assign(**dict.fromkeys(USER_FEATURES, 0.0))
+        _user_features(settings, train_pos)
+        if len(train_pos)
+        else train_pos.assign(**dict.fromkeys(USER_FEATURES, 0.0), **{RECENT_ITEMS: [[]] * 0})
     )
     test_users = pd.DataFrame(
         {"user_id": sorted(test_pos["user_id"].unique()), "event_timestamp": pd.Timestamp(holdout_start)}
     )
     test_feats = (
-        _user_features(settings, test_users).set_index("user_id")[USER_FEATURES]
+        _user_features(settings, test_users).set_index("user_id")[[*USER_FEATURES, RECENT_ITEMS]]
         if len(test_users)
-        else pd.DataFrame(columns=USER_FEATURES)
+        else pd.DataFrame(columns=[*USER_FEATURES, RECENT_ITEMS])
     )
     return TrainingData(
-        train=train[["user_id", "item_id", "event_timestamp", *USER_FEATURES]].reset_index(drop=True),
+        train=train[["user_id", "item_id", "event_timestamp", *USER_FEATURES, RECENT_ITEMS]].reset_index(drop=True),
         test=test_pos,
         test_user_features=test_feats,
         items=_items(settings, end, holdout_start),
