@@ -201,7 +201,8 @@ def test_training_rows_carry_the_point_in_time_recent_items_serving_reads(runs: 
     positives = read_mart(runs.duck, "fct_interactions").query("label == 1")
     day = pd.to_datetime(data.train["event_timestamp"], utc=True).dt.floor("D")
     checked = 0
-    for (user, day_start), recent in zip(zip(data.train["user_id"], day, strict=True), data.train["recent_item_ids"]):
+    rows = zip(data.train["user_id"], day, data.train["recent_item_ids"], strict=True)
+    for user, day_start, recent in rows:
         mine = positives[(positives["user_id"] == user) & (positives["event_timestamp"] < day_start)]
         # Only items the user liked before the interaction's day (the mart row of the day before), each once, <= 10.
         assert set(recent) <= set(mine["item_id"]), (user, day_start)
