@@ -54,6 +54,22 @@ class ModelSettings(BaseModel):
     top_k: int = 10
     holdout_days: int = 1
     seed: int = 7
+    # Two-tower options (recsys.model.train.TrainOptions reads them by name; its docstring says more).
+    loss: Literal["full_catalog", "in_batch", "mixed"] = Field(
+        "full_catalog", description="Softmax candidates: every catalog item, the batch's positives, or both + samples."
+    )
+    num_sampled: int = Field(1024, ge=0, description="Uniformly sampled extra negatives of the 'mixed' loss.")
+    history_length: int = Field(10, ge=0, description="Recent items per user fed to the user tower (0: none).")
+    history_id_dim: int = Field(32, ge=0, description="Id embedding width of the recent items (0: text only).")
+    item_id_embedding: bool = Field(True, description="Items with training interactions get an id embedding.")
+    id_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of ids replaced by the OOV row in training.")
+    hidden_units: int = Field(0, ge=0, description="A ReLU layer of this width in each tower (0: linear towers).")
+    finetune_bert: Literal["auto", "on", "off"] = Field(
+        "auto", description="Fine-tune the top BERT layers end to end ('auto': when a GPU is visible)."
+    )
+    finetune_bert_layers: int = Field(2, ge=0, description="How many top BERT layers fine-tune.")
+    jit_compile: Literal["auto", "on", "off"] = Field("auto", description="XLA ('auto': on with a GPU).")
+    mixed_precision: Literal["auto", "on", "off"] = Field("auto", description="float16 compute ('auto': with a GPU).")
 
 
 class Settings(BaseSettings):

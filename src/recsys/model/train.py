@@ -65,9 +65,12 @@ REQUIRED_METADATA = (
 ARTIFACT_FORMAT = 1
 
 
+_DEFAULTS = ModelSettings.model_fields  # one set of defaults: the settings'
+
+
 @dataclass(frozen=True)
 class TrainOptions:
-    """Two-tower knobs beyond ``ModelSettings`` (defaults here; a ``ModelSettings`` field of the same name wins).
+    """Two-tower knobs (defaults: the same-named ``ModelSettings`` fields, so ``model:`` config sets them).
 
     ``loss``: ``full_catalog`` (softmax over every catalog item: the default, it keeps popularity that
     in-batch negatives cancel), ``in_batch`` or ``mixed`` (in-batch + ``num_sampled`` uniform items).
@@ -80,17 +83,17 @@ class TrainOptions:
     (on with a GPU), ``on``, ``off``.
     """
 
-    loss: str = "full_catalog"
-    num_sampled: int = 1024
-    history_length: int = 10
-    history_id_dim: int = 32
-    item_id_embedding: bool = True
-    id_dropout: float = 0.1
-    hidden_units: int = 0
-    finetune_bert: str = "auto"
-    finetune_bert_layers: int = 2
-    jit_compile: str = "auto"
-    mixed_precision: str = "auto"
+    loss: str = _DEFAULTS["loss"].default
+    num_sampled: int = _DEFAULTS["num_sampled"].default
+    history_length: int = _DEFAULTS["history_length"].default
+    history_id_dim: int = _DEFAULTS["history_id_dim"].default
+    item_id_embedding: bool = _DEFAULTS["item_id_embedding"].default
+    id_dropout: float = _DEFAULTS["id_dropout"].default
+    hidden_units: int = _DEFAULTS["hidden_units"].default
+    finetune_bert: str = _DEFAULTS["finetune_bert"].default
+    finetune_bert_layers: int = _DEFAULTS["finetune_bert_layers"].default
+    jit_compile: str = _DEFAULTS["jit_compile"].default
+    mixed_precision: str = _DEFAULTS["mixed_precision"].default
 
     @classmethod
     def from_settings(cls, cfg: Any, **overrides: Any) -> TrainOptions:
