@@ -90,6 +90,7 @@ class TrainOptions:
     item_id_embedding: bool = _DEFAULTS["item_id_embedding"].default
     id_dropout: float = _DEFAULTS["id_dropout"].default
     hidden_units: int = _DEFAULTS["hidden_units"].default
+    mask_history: bool = _DEFAULTS["mask_history"].default
     finetune_bert: str = _DEFAULTS["finetune_bert"].default
     finetune_bert_layers: int = _DEFAULTS["finetune_bert_layers"].default
     jit_compile: str = _DEFAULTS["jit_compile"].default
@@ -238,6 +239,7 @@ def _build_model(
         num_sampled=opts.num_sampled,
         id_dropout=opts.id_dropout,
         seed=cfg.seed,
+        mask_history=opts.mask_history,
         name="two_tower",
     )
     # XLA: the towers' hash-table lookups run outside the step (data.index_of), so the step compiles.

@@ -306,6 +306,7 @@ class TwoTowerModel(keras.Model):
         num_sampled: int = 0,
         id_dropout: float = 0.0,
         seed: int = 0,
+        mask_history: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -318,6 +319,7 @@ class TwoTowerModel(keras.Model):
         self.user_core, self.item_core = user_core, item_core
         self.temperature, self.loss_name = float(temperature), loss
         self.num_sampled, self.id_dropout = int(num_sampled), float(id_dropout)
+        self.mask_history = bool(mask_history)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.catalog_size = len(next(iter(catalog.values())))
         self.catalog = {
@@ -359,6 +361,8 @@ class TwoTowerModel(keras.Model):
         rows = self._candidate_rows(positives)
         items = ops.cast(self.item_vectors(rows, training=training), "float32")
         logits = ops.matmul(users, ops.transpose(items)) / self.temperature
+        if self.mask_history and RECENT_ROWS in inputs:
+            logits = self._mask_history(logits, inputs[RECENT_ROWS], positives, rows)
         if rows is None:
             return logits
         same_item = ops.equal(ops.expand_dims(positives, 1), ops.expand_dims(rows, 0))
@@ -366,6 +370,29 @@ class TwoTowerModel(keras.Model):
             ops.expand_dims(ops.arange(ops.shape(positives)[0]), 1), ops.expand_dims(ops.arange(ops.shape(rows)[0]), 0)
         )
         return ops.where(ops.logical_and(same_item, ops.logical_not(own_column)), MASKED_LOGIT, logits)
+
+    def _mask_history(self, logits: Any, recent_rows: Any, positives: Any, rows: Any | None) -> Any:
+        """Items in a row's own history are not its negatives (recommendations exclude seen items too).
+
+        ``recent_rows [B, R]``: history row ``r`` is catalog row ``r - 1``, 0 is padding. The row's positive
+        stays a candidate even when the user saw it before.
+        """
+        batch, length = ops.shape(recent_rows)[0], ops.shape(recent_rows)[1]
+        columns = ops.where(recent_rows > 0, recent_rows - 1, self.catalog_size)  # padding -> a spare column
+        pairs = ops.stack(
+            [ops.reshape(ops.repeat(ops.expand_dims(ops.arange(batch), 1), length, axis=1), [-1]),
+             ops.reshape(ops.cast(columns, "int32"), [-1])],
+            axis=1,
+        )  # fmt: skip
+        ones = ops.ones((batch * length,), "float32")
+        seen = ops.scatter(pairs, ones, (batch, self.catalog_size + 1))[:, : self.catalog_size] > 0  # [B, M]
+        if rows is not None:
+            seen = ops.take(seen, rows, axis=1)  # [B, C] over the candidate rows
+            candidates = rows
+        else:
+            candidates = ops.arange(self.catalog_size)
+        own = ops.equal(ops.expand_dims(positives, 1), ops.expand_dims(ops.cast(candidates, positives.dtype), 0))
+        return ops.where(ops.logical_and(seen, ops.logical_not(own)), MASKED_LOGIT, logits)
 
     def compute_loss(
         self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True

@@ -137,7 +137,7 @@ def test_softmax_losses_hand_values() -> None:
     assert value(catalog_softmax_loss(logits, np.array([0, 2]))) == pytest.approx(expected, rel=1e-6)
 
 
-def _model(loss: str, num_sampled: int = 0) -> TwoTowerModel:
+def _model(loss: str, num_sampled: int = 0, mask_history: bool = False) -> TwoTowerModel:
     keras.utils.set_random_seed(3)
     user_core = build_user_core(3, 0, 4, history_text=TEXT, history_length=2)
     item_core = build_item_core(6, 0, 4, n_item_ids=4)
@@ -146,7 +146,9 @@ def _model(loss: str, num_sampled: int = 0) -> TwoTowerModel:
         "item_features": np.zeros((4, 0), np.float32),
         "item_index": np.arange(1, 5, dtype=np.int32),
     }
-    return TwoTowerModel(user_core, item_core, catalog, temperature=0.5, loss=loss, num_sampled=num_sampled)
+    return TwoTowerModel(
+        user_core, item_core, catalog, temperature=0.5, loss=loss, num_sampled=num_sampled, mask_history=mask_history
+    )
 
 
 def _batch() -> dict[str, np.ndarray]:
@@ -166,6 +168,20 @@ def test_full_catalog_logits_cover_every_item() -> None:
     assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(
         float(keras.ops.convert_to_numpy(catalog_softmax_loss(logits, _batch()["item_row"])))
     )
+
+
+def test_history_items_are_not_negatives_but_the_positive_stays() -> None:
+    # recent_rows [[1, 0], [2, 3], [0, 0]]: row 0 saw catalog row 0, row 1 saw rows 1 and 2 (2 is its positive).
+    logits = keras.ops.convert_to_numpy(_model("full_catalog", mask_history=True)(_batch()))
+    masked = logits == MASKED_LOGIT
+    assert masked.tolist() == [
+        [True, False, False, False],
+        [False, True, False, False],
+        [False, False, False, False],
+    ]
+    in_batch = keras.ops.convert_to_numpy(_model("in_batch", mask_history=True)(_batch()))  # candidates: rows 2, 2, 0
+    assert in_batch[0, 2] == MASKED_LOGIT  # row 0's history item is batch column 2's positive
+    assert in_batch[1, 1] != MASKED_LOGIT  # row 1's own column: its positive, though in its history
 
 
 def test_in_batch_and_mixed_mask_copies_of_the_positive() -> None:
