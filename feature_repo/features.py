@@ -58,7 +58,7 @@ user_recent_items = FeatureView(
     ],
     source=user_recent_items_source,
     online=True,
-    description="The user's last 10 positive items up to the end of a day, newest first.",
+    description="The user's last positive items (at most recent_items_limit) up to a day's end, newest first.",
 )
 
 item_text_embedding = FeatureView(

@@ -111,6 +111,13 @@ class Settings(BaseSettings):
         "store self-heals and holds every entity whose latest features are within the feature TTL.",
     )
 
+    recent_items_limit: int = Field(
+        10,
+        ge=1,
+        description="Length of each user's recent-items list (dbt user_recent_items, Feast user_recent_items): "
+        "the most history the user tower can read (model.history_length beyond it is padding).",
+    )
+
     # feature store
     feast_repo: Path = Path("feature_repo")
     feast_registry: Path | None = None

@@ -145,6 +145,15 @@ def _items(settings: Settings, end: datetime, as_of: datetime) -> pd.DataFrame:
 def build(settings: Settings, end: datetime) -> TrainingData:
     """The training set for a model trained at ``end`` (the data interval end)."""
     end = end.astimezone(UTC)
+    if settings.model.history_length > settings.recent_items_limit:
+        log.warning(
+            "model.history_length %d exceeds recent_items_limit %d: the feature store keeps only %d recent items "
+            "per user, so the rest of the user tower's history is padding. Raise recent_items_limit (and rebuild "
+            "the marts) or lower history_length.",
+            settings.model.history_length,
+            settings.recent_items_limit,
+            settings.recent_items_limit,
+        )
     holdout_start = end - timedelta(days=settings.model.holdout_days)
     positives = _positives(settings, end)
     is_test = positives["event_timestamp"] >= pd.Timestamp(holdout_start)

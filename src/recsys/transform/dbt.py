@@ -102,7 +102,7 @@ def build(
     """
     target = target or _target_from_env()
     env = dict(settings.tool_env())
-    dbt_vars: dict[str, str] = {}
+    dbt_vars: dict[str, str] = {"recent_items_limit": str(settings.recent_items_limit)}
     if target == "duckdb":
         _check_raw_lake(settings.lake)
         _prepare_local_outputs(settings)

@@ -75,7 +75,6 @@ class MartsQuality(BaseModel):
     min_text_length: int = Field(1, ge=0, description="Shortest item text the encoder may get.")
     max_text_length: int = Field(200_000, ge=1)
     max_ctr: float = Field(1.0, gt=0, description="Smoothed CTR above this means more clicks than impressions.")
-    recent_items_limit: int = Field(10, ge=1, description="Must match the dbt var recent_items_limit.")
 
 
 class QualityConfig(BaseModel):

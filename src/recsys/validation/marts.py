@@ -36,7 +36,9 @@ def gate_marts(
     """Validate each mart's rows of the interval; ``{mart: verdict}`` (never raises on bad data)."""
     start, end = check_interval(interval_start, interval_end)
     cfg = config or quality_config(settings)
-    suites = mart_suites(cfg.marts, min_interactions=min(cfg.events.min_rows, 1))
+    suites = mart_suites(
+        cfg.marts, min_interactions=min(cfg.events.min_rows, 1), recent_items_limit=settings.recent_items_limit
+    )
     return {
         mart: run_gate(
             settings,

@@ -144,8 +144,10 @@ def raw_items_suite(
     return gx.ExpectationSuite(name="raw_items", expectations=expectations)
 
 
-def mart_suites(config: MartsQuality | None = None, min_interactions: int = 1) -> dict[str, Any]:
-    """``{mart name: suite}`` for the mart rows of one data interval."""
+def mart_suites(
+    config: MartsQuality | None = None, min_interactions: int = 1, recent_items_limit: int = 10
+) -> dict[str, Any]:
+    """``{mart name: suite}`` for the mart rows of one data interval (``recent_items_limit``: the settings')."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -188,7 +190,7 @@ def mart_suites(config: MartsQuality | None = None, min_interactions: int = 1) -
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "feature_date"]),
             gxe.ExpectColumnValuesToNotBeNull(column="recent_item_ids"),
             # GX measures string lengths; the gate derives the list length (RECENT_COUNT) before validating.
-            gxe.ExpectColumnValuesToBeBetween(column=RECENT_COUNT, min_value=0, max_value=cfg.recent_items_limit),
+            gxe.ExpectColumnValuesToBeBetween(column=RECENT_COUNT, min_value=0, max_value=recent_items_limit),
         ],
     }
     return {name: gx.ExpectationSuite(name=f"mart_{name}", expectations=exps) for name, exps in suites.items()}

@@ -209,3 +209,14 @@ def test_empty_mart_is_a_zero_row_parquet(settings: Settings) -> None:
     fct = pd.read_parquet(settings.marts / "fct_interactions.parquet")
     assert fct.empty
     assert list(fct.columns)[:3] == ["event_id", "user_id", "item_id"]
+
+
+def test_recent_items_limit_comes_from_the_settings(tmp_path: Path, clean_env: None) -> None:
+    settings = Settings(home=tmp_path / "home", recent_items_limit=2)
+    write_lake(settings.lake)
+
+    build(settings, select="+user_recent_items")
+
+    frame = pd.read_parquet(settings.marts / "user_recent_items.parquet")
+    got = {(r.user_id, r.feature_date): list(r.recent_item_ids) for r in frame.itertuples()}
+    assert got[(1, D3)] == [10, 12]  # the newest two of [10, 12, 11]
