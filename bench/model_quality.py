@@ -105,7 +105,16 @@ def model_settings(**overrides: Any) -> Any:
     """The two-tower settings the bench recommends (see docs/evaluation.md)."""
     from recsys.config import ModelSettings
 
-    base = {"embedding_dim": 64, "epochs": 8, "batch_size": 512, "learning_rate": 0.003, "temperature": 0.05}
+    base = {
+        "embedding_dim": 256,
+        "epochs": 10,
+        "batch_size": 512,
+        "learning_rate": 0.003,
+        "temperature": 0.1,
+        "history_length": 100,
+        "history_id_dim": 256,
+        "mask_history": True,
+    }
     return ModelSettings(**{**base, **overrides})
 
 
@@ -195,7 +204,7 @@ def run_movielens(n_boot: int = 1000, secondary: bool = True, quick: bool = Fals
     embed_s = time.perf_counter() - t
     positives = positives_from_ratings(ratings, 4.0)
     item_ids = items["item_id"].to_numpy(np.int64)
-    grid = [{"learning_rate": 0.01, "epochs": 10}, {"learning_rate": 0.003, "epochs": 8}]
+    grid = [{"epochs": 10}, {"epochs": 15}]
     runs = {}
     split = per_user_temporal_split(positives)
     runs["movielens_per_user"] = run_protocol(

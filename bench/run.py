@@ -129,7 +129,8 @@ def _transform_validate() -> dict:
 def _model_quality() -> dict:
     from bench import model_quality
 
-    return model_quality.run(quick=True)
+    # The full protocol (every validation grid, the secondary split); RECSYS_BENCH_QUICK=1 for a quick look.
+    return model_quality.run(quick=os.environ.get("RECSYS_BENCH_QUICK") == "1")
 
 
 def _model_throughput() -> dict:

@@ -65,7 +65,7 @@ class ModelSettings(BaseModel):
     id_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of ids replaced by the OOV row in training.")
     hidden_units: int = Field(0, ge=0, description="A ReLU layer of this width in each tower (0: linear towers).")
     mask_history: bool = Field(
-        False, description="In training, a user's recent items are not negatives of the softmax (as at serving)."
+        True, description="In training, a user's recent items are not negatives of the softmax (as at serving)."
     )
     finetune_bert: Literal["auto", "on", "off"] = Field(
         "auto", description="Fine-tune the top BERT layers end to end ('auto': when a GPU is visible)."
