@@ -165,4 +165,10 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    import logging
+
+    # Progress of the long benchmarks (model quality logs each model's fit and score as it goes).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("absl", "tensorflow", "great_expectations", "feast", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     main(sys.argv[1:])
