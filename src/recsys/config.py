@@ -73,6 +73,12 @@ class ModelSettings(BaseModel):
     finetune_bert_layers: int = Field(2, ge=0, description="How many top BERT layers fine-tune.")
     jit_compile: Literal["auto", "on", "off"] = Field("auto", description="XLA ('auto': on with a GPU).")
     mixed_precision: Literal["auto", "on", "off"] = Field("auto", description="float16 compute ('auto': with a GPU).")
+    ranking_loss_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of the BCE ranking loss on labelled impressions added to the softmax loss (0: off; "
+        "then the training set fetches no impressions).",
+    )
 
 
 class Settings(BaseSettings):

@@ -145,7 +145,14 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
                 f"no positive interactions before {data.holdout_start:%Y-%m-%d}; extract more history "
                 "(recsys backfill) before training."
             )
-        trained = train(data.train, data.items, data.user_feature_names, data.item_feature_names, settings.model)
+        trained = train(
+            data.train,
+            data.items,
+            data.user_feature_names,
+            data.item_feature_names,
+            settings.model,
+            impressions_df=data.impressions,
+        )
         out = run_dir(settings, start)
         data.save(out)
         metadata = {
@@ -154,7 +161,10 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
             # The user side is what serving reads online; the item side fed the exported item matrix.
             "feature_service": f"{settings.feature_service_name}_user",
             "item_feature_service": f"{settings.feature_service_name}_item",
-            "dataset_fingerprint": fingerprint(data.train, data.test),
+            # Impressions count only when the ranking loss read them (off: the fingerprint is as before).
+            "dataset_fingerprint": fingerprint(
+                data.train, data.test, *([data.impressions] if len(data.impressions) else [])
+            ),
             "code_version": code_version(),
             "bert_checkpoint": settings.model.bert_checkpoint,
         }

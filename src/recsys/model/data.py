@@ -16,7 +16,16 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import TrainingError
-from recsys.model.two_tower import ITEM_ROW, PAD_ITEM_ID, RECENT_ITEM_IDS, RECENT_ROWS, USER_FEATURES, USER_INDEX
+from recsys.model.two_tower import (
+    ITEM_ROW,
+    PAD_ITEM_ID,
+    RANK_LABEL,
+    RANK_PREFIX,
+    RECENT_ITEM_IDS,
+    RECENT_ROWS,
+    USER_FEATURES,
+    USER_INDEX,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,14 @@ class Interactions:
     user_features: np.ndarray
     item_rows: np.ndarray
     recent_item_ids: np.ndarray  # int64 [N, R], newest first, padded with PAD_ITEM_ID
+
+
+@dataclass(frozen=True)
+class LabelledImpressions:
+    """Impressions for the ranking loss: user inputs at impression time, the impressed item's row, 0/1 labels."""
+
+    pairs: Interactions
+    labels: np.ndarray  # float32 [N]
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -139,6 +156,30 @@ def recent_items_by_user(positives: pd.DataFrame, length: int) -> dict[int, list
     return {int(u): [int(i) for i in g] for u, g in newest.groupby("user_id", sort=False)["item_id"]}
 
 
+def recent_positives_before(positives: pd.DataFrame, queries: pd.DataFrame, length: int) -> np.ndarray:
+    """For each ``queries`` row (user_id, event_timestamp), the user's ``positives`` strictly earlier, newest first.
+
+    ``[len(queries), length]`` int64 padded with ``PAD_ITEM_ID``; positives at the query's own timestamp
+    are not seen (point in time: ``occurred_at < T``), as in ``recent_before_each``.
+    """
+    _require_columns(positives, ["user_id", "item_id", "event_timestamp"], "positives")
+    _require_columns(queries, ["user_id", "event_timestamp"], "queries")
+    out = np.full((len(queries), length), PAD_ITEM_ID, np.int64)
+    if length == 0 or queries.empty or positives.empty:
+        return out
+    pos = positives.assign(_t=pd.to_datetime(positives["event_timestamp"], utc=True), _p=np.arange(len(positives)))
+    pos = pos.sort_values(["user_id", "_t", "_p"], kind="stable")
+    by_user = {int(u): (g["_t"].to_numpy(), g["item_id"].to_numpy(np.int64)) for u, g in pos.groupby("user_id")}
+    times = pd.to_datetime(queries["event_timestamp"], utc=True).to_numpy()
+    for row, (user, at) in enumerate(zip(queries["user_id"].to_numpy(np.int64), times, strict=True)):
+        if (found := by_user.get(int(user))) is None:
+            continue
+        cut = int(np.searchsorted(found[0], at, side="left"))
+        earlier = found[1][max(0, cut - length) : cut][::-1]
+        out[row, : len(earlier)] = earlier
+    return out
+
+
 def interactions(
     train_df: pd.DataFrame, items: ItemTable, user_feature_names: list[str], history_length: int = 0
 ) -> Interactions:
@@ -169,6 +210,47 @@ def interactions(
     )
 
 
+def labelled_impressions(
+    impressions_df: pd.DataFrame,
+    items: ItemTable,
+    user_feature_names: list[str],
+    history_length: int = 0,
+    positives_df: pd.DataFrame | None = None,
+) -> LabelledImpressions:
+    """Labelled impressions (user_id, item_id, label 0/1 + user features as of the impression) for the ranking loss.
+
+    Impressions of items outside ``items`` are dropped (logged). Recent items come from a ``recent_item_ids``
+    column when present, else from ``positives_df`` (the user's positives strictly before each impression).
+    """
+    _require_columns(impressions_df, ["user_id", "item_id", "label"], "impressions_df")
+    labels = pd.to_numeric(impressions_df["label"], errors="coerce").to_numpy(np.float64)
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise TrainingError("impressions_df label must be 0 or 1 per row: label impressions with label_impressions.")
+    known = index_of(items.item_ids, impressions_df["item_id"].to_numpy()) > 0
+    if not known.all():
+        log.warning("ranking loss: dropped %d impressions of items without an embedding", int((~known).sum()))
+    frame = impressions_df[known].reset_index(drop=True)
+    if frame.empty:
+        raise TrainingError(
+            "no labelled impressions of catalog items: check the training window, or set model.ranking_loss_weight 0."
+        )
+    if history_length and RECENT_ITEM_IDS not in frame.columns:
+        _require_columns(frame, ["event_timestamp"], "impressions_df")
+        history = positives_df if positives_df is not None else frame.iloc[:0]
+        frame = frame.assign(**{RECENT_ITEM_IDS: list(recent_positives_before(history, frame, history_length))})
+    return LabelledImpressions(
+        interactions(frame, items, user_feature_names, history_length), labels[known].astype(np.float32)
+    )
+
+
+def ranking_arrays(
+    impressions: LabelledImpressions, user_vocabulary: np.ndarray, item_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The ranking part of the training inputs: ``training_arrays`` of the impressions, keys ``rank_*``."""
+    arrays = training_arrays(impressions.pairs, user_vocabulary, item_ids)
+    return {**{RANK_PREFIX + k: v for k, v in arrays.items()}, RANK_LABEL: impressions.labels}
+
+
 def training_arrays(pairs: Interactions, user_vocabulary: np.ndarray, item_ids: np.ndarray) -> dict[str, np.ndarray]:
     """The training model's inputs: user index, features, recent item rows (0 = padding), positive's row."""
     arrays = {
@@ -181,11 +263,19 @@ def training_arrays(pairs: Interactions, user_vocabulary: np.ndarray, item_ids: 
     return arrays
 
 
-def training_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int, shuffle: bool = True) -> Any:
+def training_dataset(
+    arrays: Mapping[str, np.ndarray],
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    ranking: Mapping[str, np.ndarray] | None = None,
+) -> Any:
     """Batches of the training model's inputs (no labels: the loss reads ``item_row``), seeded shuffle.
 
     ``drop_remainder`` keeps every batch the same shape (one XLA compilation; MirroredStrategy splits evenly)
-    when there is more than one batch.
+    when there is more than one batch. ``ranking`` (``ranking_arrays``): labelled impressions, shuffled and
+    repeated, merged into each batch with as many rows as its positives (one batch dimension for every key,
+    as MirroredStrategy's per-replica split needs); an epoch is still one pass over the positives.
     """
     import tensorflow as tf
 
@@ -193,4 +283,12 @@ def training_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, seed: in
     ds = tf.data.Dataset.from_tensor_slices(dict(arrays))
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=n > batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=n > batch_size)
+    if ranking is not None:
+        m = len(next(iter(ranking.values())))
+        extra = tf.data.Dataset.from_tensor_slices(dict(ranking))
+        if shuffle:
+            extra = extra.shuffle(m, seed=seed + 1, reshuffle_each_iteration=True)
+        extra = extra.repeat().batch(min(batch_size, n), drop_remainder=True)
+        ds = tf.data.Dataset.zip(ds, extra).map(lambda pos, imp: {**pos, **imp})
+    return ds.prefetch(tf.data.AUTOTUNE)

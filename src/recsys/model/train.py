@@ -80,7 +80,11 @@ class TrainOptions:
     row, trained through ``id_dropout``). ``finetune_bert``: ``auto`` (on when a GPU is visible), ``on``,
     ``off``; it fine-tunes the top ``finetune_bert_layers`` BERT layers end to end (needs a ``text``
     column in ``items_df``; forces ``mixed`` negatives). ``jit_compile`` / ``mixed_precision``: ``auto``
-    (on with a GPU), ``on``, ``off``.
+    (on with a GPU), ``on``, ``off``. ``ranking_loss_weight``: weight of an extra binary cross-entropy loss
+    on labelled impressions (``train(impressions_df=...)``; label 1 when the user engaged with the item later
+    the same day, see ``training_set.label_impressions``): each step also scores a batch of impressions as
+    ``user · item / temperature + b`` and adds ``weight × mean BCE`` to the softmax loss. 0 (default): off,
+    and the training set fetches no impressions. The exported towers and item matrix do not change form.
     """
 
     loss: str = _DEFAULTS["loss"].default
@@ -95,6 +99,7 @@ class TrainOptions:
     finetune_bert_layers: int = _DEFAULTS["finetune_bert_layers"].default
     jit_compile: str = _DEFAULTS["jit_compile"].default
     mixed_precision: str = _DEFAULTS["mixed_precision"].default
+    ranking_loss_weight: float = _DEFAULTS["ranking_loss_weight"].default
 
     @classmethod
     def from_settings(cls, cfg: Any, **overrides: Any) -> TrainOptions:
@@ -118,6 +123,7 @@ class TrainedModel:
     user_feature_names: list[str]
     item_feature_names: list[str]
     history: list[float] = field(default_factory=list)
+    ranking_history: list[float] = field(default_factory=list)  # mean ranking BCE per epoch (ranking loss on)
     history_length: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     train_seconds: float = 0.0
@@ -146,6 +152,8 @@ def _check_cfg(cfg: ModelSettings, opts: TrainOptions) -> None:
         raise TrainingError("history_length, history_id_dim and num_sampled must be >= 0.")
     if not 0.0 <= opts.id_dropout < 1.0:
         raise TrainingError(f"id_dropout is {opts.id_dropout}; it must be in [0, 1).")
+    if not (np.isfinite(opts.ranking_loss_weight) and opts.ranking_loss_weight >= 0):
+        raise TrainingError(f"ranking_loss_weight is {opts.ranking_loss_weight}; it must be >= 0 (0: off).")
 
 
 @dataclass(frozen=True)
@@ -195,8 +203,45 @@ def _plan(pairs: data.Interactions, items: data.ItemTable, cfg: ModelSettings, o
     return _Plan(np.unique(pairs.user_ids), item_vocab, catalog, finetune, loss)
 
 
+def _ranking_impressions(
+    impressions_df: pd.DataFrame | None,
+    train_df: pd.DataFrame,
+    items: data.ItemTable,
+    user_names: list[str],
+    opts: TrainOptions,
+) -> data.LabelledImpressions | None:
+    """The labelled impressions of the ranking loss (None when it is off)."""
+    if not opts.ranking_loss_weight:
+        if impressions_df is not None and len(impressions_df):
+            log.info("ranking_loss_weight is 0: ignoring %d labelled impressions", len(impressions_df))
+        return None
+    if impressions_df is None or impressions_df.empty:
+        raise TrainingError(
+            f"ranking_loss_weight is {opts.ranking_loss_weight} but no labelled impressions were passed: pass "
+            "impressions_df (training_set.build returns TrainingData.impressions when model.ranking_loss_weight > 0) "
+            "or set model.ranking_loss_weight to 0."
+        )
+    ranked = data.labelled_impressions(impressions_df, items, user_names, opts.history_length, train_df)
+    rate = float(ranked.labels.mean())
+    log.info("ranking loss: %d labelled impressions, %.1f%% positive", len(ranked.labels), 100 * rate)
+    if rate in (0.0, 1.0):
+        log.warning("ranking loss: every impression has label %d; the BCE term learns only its bias", int(rate))
+    return ranked
+
+
+def _log_odds(labels: np.ndarray) -> float:
+    """The labels' log-odds (clipped), the ranking bias's starting value: the loss starts at the base rate."""
+    rate = float(np.clip(labels.mean(), 1e-3, 1 - 1e-3))
+    return float(np.log(rate / (1 - rate)))
+
+
 def _build_model(
-    pairs: data.Interactions, items: data.ItemTable, cfg: ModelSettings, opts: TrainOptions, plan: _Plan
+    pairs: data.Interactions,
+    items: data.ItemTable,
+    cfg: ModelSettings,
+    opts: TrainOptions,
+    plan: _Plan,
+    ranked: data.LabelledImpressions | None = None,
 ) -> TwoTowerModel:
     user_core = build_user_core(
         len(plan.user_vocab),
@@ -240,6 +285,8 @@ def _build_model(
         id_dropout=opts.id_dropout,
         seed=cfg.seed,
         mask_history=opts.mask_history,
+        ranking_weight=opts.ranking_loss_weight if ranked is not None else 0.0,
+        ranking_bias=_log_odds(ranked.labels) if ranked is not None else 0.0,
         name="two_tower",
     )
     # XLA: the towers' hash-table lookups run outside the step (data.index_of), so the step compiles.
@@ -262,6 +309,7 @@ def train(
     *,
     options: TrainOptions | None = None,
     callbacks: Sequence[Any] = (),
+    impressions_df: pd.DataFrame | None = None,
 ) -> TrainedModel:
     """Train the two-tower model on positive interactions and precompute the item matrix.
 
@@ -269,6 +317,9 @@ def train(
     user feature columns as of the interaction; optionally ``recent_item_ids``, the user's earlier
     positives newest first; without it they are derived from ``train_df``). ``items_df``: one row per
     candidate item (``item_id``, ``embedding`` + the item feature columns; ``text`` for BERT fine-tuning).
+    ``impressions_df``: labelled impressions for the ranking loss (``user_id``, ``item_id``, ``label`` 0/1,
+    ``event_timestamp`` + the user feature columns as of the impression; optionally ``recent_item_ids``,
+    else derived from ``train_df``), needed when ``ranking_loss_weight > 0`` and ignored otherwise.
     Seeded by ``cfg.seed``; CPU unless a GPU is visible, then ``MirroredStrategy``, mixed precision, XLA.
     """
     opts = options or TrainOptions.from_settings(cfg)
@@ -276,6 +327,7 @@ def train(
     user_names, item_names = list(user_feature_names), list(item_feature_names)
     items = data.item_table(items_df, item_names)
     pairs = data.interactions(train_df, items, user_names, opts.history_length)
+    ranked = _ranking_impressions(impressions_df, train_df, items, user_names, opts)
     keras.utils.set_random_seed(cfg.seed)
     plan = _plan(pairs, items, cfg, opts)
     previous_policy = keras.mixed_precision.dtype_policy().name
@@ -283,17 +335,21 @@ def train(
     started = time.perf_counter()
     try:
         with distribution_strategy().scope():
-            model = _build_model(pairs, items, cfg, opts, plan)
+            model = _build_model(pairs, items, cfg, opts, plan, ranked)
         arrays = data.training_arrays(pairs, plan.user_vocab, items.item_ids)
-        dataset = data.training_dataset(arrays, cfg.batch_size, cfg.seed)
+        ranking = None if ranked is None else data.ranking_arrays(ranked, plan.user_vocab, items.item_ids)
+        dataset = data.training_dataset(arrays, cfg.batch_size, cfg.seed, ranking=ranking)
         fit = model.fit(dataset, epochs=cfg.epochs, shuffle=False, verbose=0, callbacks=list(callbacks))
         seconds = time.perf_counter() - started
         losses = [float(v) for v in fit.history["loss"]]
+        ranking_losses = [float(v) for v in fit.history.get("ranking_loss", [])]
         if not np.all(np.isfinite(losses)):
             raise TrainingError(f"training diverged (loss per epoch {losses}): lower model.learning_rate.")
         log.info(
             "trained %d epochs on %d interactions in %.1f s: loss %s", cfg.epochs, len(pairs.user_ids), seconds, losses
         )
+        if ranking_losses:
+            log.info("ranking BCE per epoch: %s", ranking_losses)
         if opts.id_dropout == 0:
             set_oov_to_mean(model.user_core)
         vectors = _item_matrix(model, len(items.item_ids))
@@ -314,6 +370,7 @@ def train(
         user_feature_names=user_names,
         item_feature_names=item_names,
         history=losses,
+        ranking_history=ranking_losses,
         history_length=opts.history_length,
         options={**asdict(opts), "loss": plan.loss, "finetuned_bert": plan.finetune},
         train_seconds=seconds,

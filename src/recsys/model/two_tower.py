@@ -21,6 +21,11 @@ composes lookup + core into one functional model of built-in layers, so it loads
   ``in_batch`` (the batch's positives; copies of a row's own item are masked) or ``mixed`` (in-batch plus
   ``num_sampled`` uniformly sampled catalog items). ``id_dropout`` replaces user and item ids by the OOV
   bucket at random during training, so the OOV rows learn "an unknown user/item".
+* Optional ranking loss (``ranking_weight > 0``): each batch also carries labelled impressions under keys
+  prefixed ``rank_`` (``rank_user_index``, ``rank_user_features``, optional ``rank_recent_rows``,
+  ``rank_item_row``, ``rank_label`` float 0/1). Their logit is ``user · item / temperature + b`` (``b`` a
+  learned scalar, not exported: it shifts every score equally) and the loss adds ``ranking_weight`` times
+  their mean binary cross-entropy. The exported towers are the same either way.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ ITEM_INDEX = "item_index"
 ITEM_ROW = "item_row"
 TOKEN_IDS = "token_ids"
 PADDING_MASK = "padding_mask"
+RANK_PREFIX = "rank_"  # the labelled-impression part of a batch: the same user-core inputs, prefixed
+RANK_ITEM_ROW = RANK_PREFIX + ITEM_ROW
+RANK_LABEL = RANK_PREFIX + "label"
 PAD_ITEM_ID = -1
 MASKED_LOGIT = -1e9
 LOSSES = ("full_catalog", "in_batch", "mixed")
@@ -288,12 +296,23 @@ def catalog_softmax_loss(logits: Any, positive_rows: Any) -> Any:
     return ops.mean(ops.sparse_categorical_crossentropy(positive_rows, logits, from_logits=True))
 
 
+def ranking_bce_loss(logits: Any, labels: Any) -> Any:
+    """Mean binary cross-entropy with logits: ``max(z, 0) - z * y + log(1 + exp(-|z|))`` over ``[B]``."""
+    labels = ops.cast(labels, logits.dtype)
+    per_row = ops.maximum(logits, 0.0) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
+    return ops.mean(per_row)
+
+
 class TwoTowerModel(keras.Model):
     """Trains the user and item cores with a softmax retrieval loss; ``call`` returns the scaled logits.
 
     ``catalog`` holds the item core's inputs for every catalog item (row order = item table order; keys =
     the item core's input names); a batch gives ``user_index``, ``user_features``, optional ``recent_rows``
     and ``item_row`` (the positive's catalog row). Not exported itself: its cores are.
+
+    ``ranking_weight > 0`` adds the BCE ranking loss on the batch's ``rank_*`` impressions (see the module
+    docstring); ``ranking_bias`` is the initial value of its learned scalar bias (e.g. the labels' log-odds).
+    Its mean per epoch is the metric ``ranking_loss``.
     """
 
     def __init__(
@@ -307,6 +326,8 @@ class TwoTowerModel(keras.Model):
         id_dropout: float = 0.0,
         seed: int = 0,
         mask_history: bool = False,
+        ranking_weight: float = 0.0,
+        ranking_bias: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -316,6 +337,8 @@ class TwoTowerModel(keras.Model):
             raise ValueError(f"loss is {loss!r}; choose one of {LOSSES}.")
         if not 0.0 <= id_dropout < 1.0:
             raise ValueError(f"id_dropout is {id_dropout}; it must be in [0, 1).")
+        if not ranking_weight >= 0:  # also rejects NaN
+            raise ValueError(f"ranking_weight is {ranking_weight}; it must be >= 0 (0: no ranking loss).")
         self.user_core, self.item_core = user_core, item_core
         self.temperature, self.loss_name = float(temperature), loss
         self.num_sampled, self.id_dropout = int(num_sampled), float(id_dropout)
@@ -332,6 +355,12 @@ class TwoTowerModel(keras.Model):
             )
             for name, value in catalog.items()
         }
+        self.ranking_weight = float(ranking_weight)
+        if self.ranking_weight:
+            self.ranking_bias = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(float(ranking_bias)), name="ranking_bias"
+            )
+            self.ranking_loss_tracker = keras.metrics.Mean(name="ranking_loss")
 
     def _drop_ids(self, index: Any) -> Any:
         keep = keras.random.uniform(ops.shape(index), seed=self.seed_generator) >= self.id_dropout
@@ -394,13 +423,29 @@ class TwoTowerModel(keras.Model):
         own = ops.equal(ops.expand_dims(positives, 1), ops.expand_dims(ops.cast(candidates, positives.dtype), 0))
         return ops.where(ops.logical_and(seen, ops.logical_not(own)), MASKED_LOGIT, logits)
 
+    def ranking_logits(self, inputs: dict[str, Any], training: bool = False) -> Any:
+        """``user · item / temperature + bias`` of the batch's labelled impressions (``rank_*`` keys), ``[B]``."""
+        user_inputs = {k: inputs[RANK_PREFIX + k] for k in self.user_core.input if RANK_PREFIX + k in inputs}
+        if training and self.id_dropout:
+            user_inputs[USER_INDEX] = self._drop_ids(user_inputs[USER_INDEX])
+        users = ops.cast(self.user_core(user_inputs, training=training), "float32")
+        items = ops.cast(self.item_vectors(inputs[RANK_ITEM_ROW], training=training), "float32")
+        return ops.sum(users * items, axis=-1) / self.temperature + ops.cast(self.ranking_bias, "float32")
+
     def compute_loss(
         self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True
     ) -> Any:
-        """Softmax cross-entropy; the label is the positive's catalog row (full catalog) or column i."""
+        """Softmax cross-entropy (label: the positive's catalog row, or column i), plus the weighted ranking
+        BCE when the model has a ranking weight and the batch carries labelled impressions."""
         if self.loss_name == "full_catalog":
-            return catalog_softmax_loss(y_pred, x[ITEM_ROW])
-        return in_batch_softmax_loss(y_pred)
+            loss = catalog_softmax_loss(y_pred, x[ITEM_ROW])
+        else:
+            loss = in_batch_softmax_loss(y_pred)
+        if self.ranking_weight and RANK_LABEL in x:
+            ranking = ranking_bce_loss(self.ranking_logits(x, training=training), x[RANK_LABEL])
+            self.ranking_loss_tracker.update_state(ranking)
+            loss = loss + self.ranking_weight * ranking
+        return loss
 
 
 def set_oov_to_mean(core: keras.Model, layer: str = "user_embedding") -> None:
