@@ -83,22 +83,37 @@ def _frozen_table(values: np.ndarray, name: str) -> Any:
     )
 
 
+EMPTY_HISTORY_GUARD = 1e-3
+
+
+def _unit_history_mean(pooled: Any, fill: Any, name: str) -> Any:
+    """L2-normalise a pooled history vector in float32, with an extra component ``c * (1 - fill)``.
+
+    An empty history pools to the zero vector, and normalising zero is 0/0: NaN gradients (and NaN outputs
+    in float16), which XLA and mixed precision expose. The extra component (``c`` = ``EMPTY_HISTORY_GUARD``)
+    makes an empty history a fixed unit vector and is 0 for a full one; built-in layers only, so the
+    exported tower still loads without custom objects.
+    """
+    guard = keras.layers.Rescaling(
+        scale=-EMPTY_HISTORY_GUARD, offset=EMPTY_HISTORY_GUARD, dtype="float32", name=f"{name}_guard"
+    )(fill)
+    joined = keras.layers.Concatenate(dtype="float32", name=f"{name}_guarded")([pooled, guard])
+    return keras.layers.UnitNormalization(axis=-1, dtype="float32", name=name)(joined)
+
+
 def _history_parts(rows: Any, history_text: np.ndarray, history_id_dim: int) -> list[Any]:
     """Pooled recent-item parts from history rows ``[B, R]`` (row 0 = padding or unknown item)."""
     n_items = history_text.shape[0]
     valid = _frozen_table(np.ones((n_items, 1), np.float32), "recent_item_valid")(rows)  # [B, R, 1]
     text = _frozen_table(history_text, "recent_item_text")(rows)  # padding rows are zeros
-    parts = [
-        keras.layers.UnitNormalization(axis=-1, name="recent_text_mean")(
-            keras.layers.GlobalAveragePooling1D(name="recent_text_pool")(text)
-        ),
-        keras.layers.GlobalAveragePooling1D(name="recent_fill")(valid),  # fraction of valid positions
-    ]
+    fill = keras.layers.GlobalAveragePooling1D(dtype="float32", name="recent_fill")(valid)  # share of valid rows
+    pooled_text = keras.layers.GlobalAveragePooling1D(dtype="float32", name="recent_text_pool")(text)
+    parts = [_unit_history_mean(pooled_text, fill, "recent_text_mean"), fill]
     if history_id_dim:
-        ids = keras.layers.Embedding(n_items + 1, history_id_dim, name="recent_item_embedding")(rows)
-        masked = keras.layers.Multiply(name="recent_item_masked")([ids, valid])
-        pooled = keras.layers.GlobalAveragePooling1D(name="recent_item_pool")(masked)
-        parts.append(keras.layers.UnitNormalization(axis=-1, name="recent_item_mean")(pooled))
+        ids = keras.layers.Embedding(n_items + 1, history_id_dim, dtype="float32", name="recent_item_embedding")(rows)
+        masked = keras.layers.Multiply(dtype="float32", name="recent_item_masked")([ids, valid])
+        pooled = keras.layers.GlobalAveragePooling1D(dtype="float32", name="recent_item_pool")(masked)
+        parts.append(_unit_history_mean(pooled, fill, "recent_item_mean"))
     return parts
 
 

@@ -22,6 +22,7 @@ from recsys.model.train import (
     model_scorer,
     recommend,
     train,
+    user_vectors,
 )
 
 CFG = ModelSettings(embedding_dim=8, epochs=25, batch_size=32, learning_rate=0.05, temperature=0.1, seed=3)
@@ -190,6 +191,18 @@ def test_sampled_losses_train_without_history(loss: str) -> None:
     model = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg, options=opts)
     assert model.history[-1] < model.history[0] and "recent_item_ids" not in model.user_tower.input
     assert model.options["loss"] == loss
+
+
+@pytest.mark.parametrize("flags", [{"jit_compile": "on"}, {"mixed_precision": "on"}], ids=["xla", "float16"])
+def test_gpu_numerics_stay_finite_with_empty_histories(flags: dict[str, str]) -> None:
+    # The GPU defaults (XLA, mixed precision) on the CPU: each user's first positive has an empty history,
+    # whose pooled vectors are zero; normalising them must not turn the loss into NaN.
+    opts = TrainOptions.from_settings(CFG, history_length=4, history_id_dim=4, **flags)
+    cfg = CFG.model_copy(update={"epochs": 4, "learning_rate": 0.01})
+    model = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg, options=opts)
+    assert np.all(np.isfinite(model.history)) and model.history[-1] < model.history[0]
+    assert np.all(np.isfinite(model.item_embeddings))
+    assert np.all(np.isfinite(user_vectors(model.user_tower, [0, 99], np.zeros((2, 1)), [[], [100]])))
 
 
 @pytest.mark.slow
