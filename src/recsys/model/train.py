@@ -95,6 +95,7 @@ class TrainOptions:
     id_dropout: float = _DEFAULTS["id_dropout"].default
     hidden_units: int = _DEFAULTS["hidden_units"].default
     mask_history: bool = _DEFAULTS["mask_history"].default
+    history_pooling: str = _DEFAULTS["history_pooling"].default
     finetune_bert: str = _DEFAULTS["finetune_bert"].default
     finetune_bert_layers: int = _DEFAULTS["finetune_bert_layers"].default
     jit_compile: str = _DEFAULTS["jit_compile"].default
@@ -252,6 +253,7 @@ def _build_model(
         opts.history_length,
         opts.history_id_dim,
         opts.hidden_units,
+        opts.history_pooling == "position",
     )
     catalog = dict(plan.catalog)
     n_ids = len(plan.item_vocab)

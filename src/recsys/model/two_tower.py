@@ -101,18 +101,38 @@ def _unit_history_mean(pooled: Any, fill: Any, name: str) -> Any:
     return keras.layers.UnitNormalization(axis=-1, dtype="float32", name=name)(joined)
 
 
-def _history_parts(rows: Any, history_text: np.ndarray, history_id_dim: int) -> list[Any]:
+def _pool(sequence: Any, name: str, by_position: bool) -> Any:
+    """``[B, R, d]`` -> ``[B, d]``: the mean over the R positions, or a learned weight per position.
+
+    Position weights start at ``1/R`` (the mean) and learn how much the newest items count against older
+    ones (the history is newest first); padding rows are zeros, so they add nothing either way.
+    """
+    if not by_position:
+        return keras.layers.GlobalAveragePooling1D(dtype="float32", name=f"{name}_pool")(sequence)
+    length = int(sequence.shape[1])
+    by_column = keras.layers.Permute((2, 1), dtype="float32", name=f"{name}_by_position")(sequence)  # [B, d, R]
+    weighted = keras.layers.Dense(
+        1,
+        use_bias=False,
+        kernel_initializer=keras.initializers.Constant(1.0 / length),
+        dtype="float32",
+        name=f"{name}_position_weights",
+    )(by_column)
+    return keras.layers.Flatten(dtype="float32", name=f"{name}_pool")(weighted)
+
+
+def _history_parts(rows: Any, history_text: np.ndarray, history_id_dim: int, by_position: bool = False) -> list[Any]:
     """Pooled recent-item parts from history rows ``[B, R]`` (row 0 = padding or unknown item)."""
     n_items = history_text.shape[0]
     valid = _frozen_table(np.ones((n_items, 1), np.float32), "recent_item_valid")(rows)  # [B, R, 1]
     text = _frozen_table(history_text, "recent_item_text")(rows)  # padding rows are zeros
     fill = keras.layers.GlobalAveragePooling1D(dtype="float32", name="recent_fill")(valid)  # share of valid rows
-    pooled_text = keras.layers.GlobalAveragePooling1D(dtype="float32", name="recent_text_pool")(text)
+    pooled_text = _pool(text, "recent_text", by_position)
     parts = [_unit_history_mean(pooled_text, fill, "recent_text_mean"), fill]
     if history_id_dim:
         ids = keras.layers.Embedding(n_items + 1, history_id_dim, dtype="float32", name="recent_item_embedding")(rows)
         masked = keras.layers.Multiply(dtype="float32", name="recent_item_masked")([ids, valid])
-        pooled = keras.layers.GlobalAveragePooling1D(dtype="float32", name="recent_item_pool")(masked)
+        pooled = _pool(masked, "recent_item", by_position)
         parts.append(_unit_history_mean(pooled, fill, "recent_item_mean"))
     return parts
 
@@ -126,6 +146,7 @@ def build_user_core(
     history_length: int = 0,
     history_id_dim: int = 0,
     hidden_units: int = 0,
+    position_pooling: bool = False,
 ) -> keras.Model:
     """User tower on looked-up indices: ``user_index [B]`` (0 = OOV), features, ``recent_rows [B, R]``.
 
@@ -143,7 +164,7 @@ def build_user_core(
             raise ValueError("history_length > 0 needs history_text (the catalog's text embeddings).")
         rows = keras.Input(shape=(history_length,), dtype="int32", name=RECENT_ROWS)
         inputs[RECENT_ROWS] = rows
-        parts += _history_parts(rows, history_text, history_id_dim)
+        parts += _history_parts(rows, history_text, history_id_dim, position_pooling)
     joined = keras.layers.Concatenate(name="user_concat")(parts)
     if hidden_units:
         joined = keras.layers.Dense(hidden_units, activation="relu", name="user_hidden")(joined)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +111,32 @@ def test_recent_text_table_is_frozen_and_pooled_as_a_unit_mean(history_tower: ke
     np.testing.assert_allclose(pooled, [[1 / math.sqrt(2), 1 / math.sqrt(2), 0, 0, 0, 0]], atol=1e-6)
     fill = keras.ops.convert_to_numpy(core.get_layer("recent_fill")(core.get_layer("recent_item_valid")(rows)))
     np.testing.assert_allclose(fill, [[2 / 3]], atol=1e-6)
+
+
+def test_position_pooling_starts_as_the_mean_and_round_trips(tmp_path: Path) -> None:
+    mean_core = build_user_core(3, 0, 4, history_text=TEXT, history_length=3, history_id_dim=2)
+    by_position = build_user_core(3, 0, 4, history_text=TEXT, history_length=3, history_id_dim=2, position_pooling=True)
+    weights = keras.ops.convert_to_numpy(by_position.get_layer("recent_text_position_weights").kernel)
+    np.testing.assert_allclose(weights, np.full((3, 1), 1 / 3), atol=1e-7)  # newest first, equal at the start
+    rows = np.array([[1, 2, 0]], np.int32)
+    text = keras.ops.convert_to_numpy(by_position.get_layer("recent_item_text")(rows))
+    pooled = keras.ops.convert_to_numpy(by_position.get_layer("recent_text_pool")(
+        by_position.get_layer("recent_text_position_weights")(by_position.get_layer("recent_text_by_position")(text))
+    ))  # fmt: skip
+    np.testing.assert_allclose(pooled, keras.ops.convert_to_numpy(mean_core.get_layer("recent_text_pool")(text)))
+    tower = build_user_tower(
+        np.array([3, 5, 7]), 0, 4, core=by_position, item_vocabulary=ITEMS, history_length=3, history_id_dim=2
+    )
+    tower.save(tmp_path / "tower.keras")
+    loaded = keras.saving.load_model(tmp_path / "tower.keras")  # built-in layers only: no custom objects
+    batch = {
+        "user_id": np.array([3]),
+        "user_features": np.zeros((1, 0), np.float32),
+        "recent_item_ids": np.array([[12, 11, -1]]),
+    }
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(batch)), keras.ops.convert_to_numpy(tower(batch)), atol=1e-6
+    )
 
 
 def test_item_tower_outputs_unit_vectors() -> None:
