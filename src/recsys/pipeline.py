@@ -129,8 +129,20 @@ def fingerprint(*frames: Any) -> str:
 
     h = hashlib.sha256()
     for frame in frames:
-        h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+        h.update(pd.util.hash_pandas_object(_hashable(frame), index=False).values.tobytes())
     return h.hexdigest()[:16]
+
+
+def _hashable(frame: Any) -> Any:
+    """``frame`` with list-valued cells (e.g. ``recent_item_ids``) as JSON strings, which pandas can hash."""
+    listy = [c for c in frame.columns if frame[c].dtype == object and frame[c].map(_is_list).any()]
+    return frame.assign(
+        **{c: frame[c].map(lambda v: json.dumps([int(i) for i in v]) if _is_list(v) else v) for c in listy}
+    )
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple) or (hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1)
 
 
 def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
