@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,30 @@ def unavailable(what: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{msg}, and RECSYS_REQUIRE_SERVICES=1 makes that an error. Start it (see ARCHITECTURE.md).")
     pytest.skip(f"{msg}; start it to run this test")
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A new, uniquely named database on the real PostgreSQL server (skip/fail when down), dropped after."""
+    import psycopg2
+
+    from recsys.transform.postgres import PostgresWarehouse
+
+    admin = PostgresWarehouse(dbname="postgres")
+    try:
+        conn = psycopg2.connect(host=admin.host, port=admin.port, user=admin.user, dbname="postgres", connect_timeout=5)
+    except psycopg2.OperationalError:
+        unavailable(f"PostgreSQL at {admin.host}:{admin.port}")
+    conn.autocommit = True
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with conn.cursor() as cur:
+        cur.execute(f"create database {name}")
+    try:
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"drop database if exists {name} with (force)")
+        conn.close()
 
 
 def free_port() -> int:

@@ -8,13 +8,12 @@ Parquet partitions in place and exports the marts as Parquet; PostgreSQL gets th
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pandas as pd
 import pytest
-from conftest import unavailable
+from conftest import fresh_postgres_database
 
 from conftest_raw import item, user, utc, write_partition
 from recsys.config import Settings
@@ -41,23 +40,8 @@ LAST = FIRST + timedelta(days=SIM.days - 1)
 @pytest.fixture(scope="module")
 def warehouse() -> Iterator[PostgresWarehouse]:
     """A fresh database on the real PostgreSQL server, dropped afterwards."""
-    import psycopg2
-
-    admin = PostgresWarehouse(dbname="postgres")
-    try:
-        conn = psycopg2.connect(host=admin.host, port=admin.port, user=admin.user, dbname="postgres", connect_timeout=5)
-    except psycopg2.OperationalError:
-        unavailable(f"PostgreSQL at {admin.host}:{admin.port}")
-    conn.autocommit = True
-    name = f"recsys_dbt_{uuid.uuid4().hex[:10]}"
-    with conn.cursor() as cur:
-        cur.execute(f"create database {name}")
-    try:
+    with fresh_postgres_database("recsys_dbt") as name:
         yield PostgresWarehouse(dbname=name)
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"drop database if exists {name} with (force)")
-        conn.close()
 
 
 @pytest.fixture(scope="module")

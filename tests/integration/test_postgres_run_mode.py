@@ -10,7 +10,6 @@ the real encoder on a tiny seeded checkpoint (tests/fixtures_bert.py).
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import unavailable
+from conftest import fresh_postgres_database
 
 from fixtures_bert import write_tiny_bert
 from recsys.config import Settings
@@ -29,7 +28,7 @@ from recsys.pipeline import encode_stage, features_stage, transform_stage, valid
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
 from recsys.transform import MissingMartError, publish_embeddings, read_mart
-from recsys.transform.postgres import PostgresWarehouse, postgres_warehouse, sync_raw
+from recsys.transform.postgres import postgres_warehouse, sync_raw
 
 pytestmark = pytest.mark.services
 
@@ -45,23 +44,8 @@ DIM = 32  # the tiny checkpoint's hidden size
 @pytest.fixture(scope="session")
 def pg_dbname() -> Iterator[str]:
     """A fresh database on the real PostgreSQL server for this test session, dropped afterwards."""
-    import psycopg2
-
-    admin = PostgresWarehouse(dbname="postgres")
-    try:
-        conn = psycopg2.connect(host=admin.host, port=admin.port, user=admin.user, dbname="postgres", connect_timeout=5)
-    except psycopg2.OperationalError:
-        unavailable(f"PostgreSQL at {admin.host}:{admin.port}")
-    conn.autocommit = True
-    name = f"recsys_runmode_{uuid.uuid4().hex[:10]}"
-    with conn.cursor() as cur:
-        cur.execute(f"create database {name}")
-    try:
+    with fresh_postgres_database("recsys_runmode") as name:
         yield name
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"drop database if exists {name} with (force)")
-        conn.close()
 
 
 class Runs(NamedTuple):
