@@ -64,8 +64,10 @@ class ModelSettings(BaseModel):
     item_id_embedding: bool = Field(True, description="Items with training interactions get an id embedding.")
     id_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of ids replaced by the OOV row in training.")
     hidden_units: int = Field(0, ge=0, description="A ReLU layer of this width in each tower (0: linear towers).")
-    history_pooling: Literal["mean", "position"] = Field(
-        "mean", description="Pool the recent items by their mean, or by a learned weight per position (newest first)."
+    history_pooling: Literal["mean", "position", "attention"] = Field(
+        "mean",
+        description="Pool the recent items by their mean, by a learned weight per position (newest first), or "
+        "the mean plus the newest item attending over the id-embedded history (needs history_id_dim > 0).",
     )
     mask_history: bool = Field(
         True, description="In training, a user's recent items are not negatives of the softmax (as at serving)."

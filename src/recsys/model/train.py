@@ -254,6 +254,7 @@ def _build_model(
         opts.history_id_dim,
         opts.hidden_units,
         opts.history_pooling == "position",
+        opts.history_pooling == "attention",
     )
     catalog = dict(plan.catalog)
     n_ids = len(plan.item_vocab)

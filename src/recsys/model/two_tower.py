@@ -121,7 +121,23 @@ def _pool(sequence: Any, name: str, by_position: bool) -> Any:
     return keras.layers.Flatten(dtype="float32", name=f"{name}_pool")(weighted)
 
 
-def _history_parts(rows: Any, history_text: np.ndarray, history_id_dim: int, by_position: bool = False) -> list[Any]:
+def _newest_attends(items: Any, valid: Any, name: str) -> Any:
+    """``[B, R, d]`` newest first -> ``[B, d]``: the newest item attends over the valid history (2 heads).
+
+    Built-in layers only (Cropping1D, Permute, MultiHeadAttention, Flatten); padding is masked out.
+    """
+    length, width = int(items.shape[1]), int(items.shape[2])
+    newest = keras.layers.Cropping1D((0, length - 1), name=f"{name}_newest")(items)  # [B, 1, d]
+    mask = keras.layers.Permute((2, 1), dtype="float32", name=f"{name}_attention_mask")(valid)  # [B, 1, R]
+    attended = keras.layers.MultiHeadAttention(
+        num_heads=2, key_dim=max(width // 2, 1), dtype="float32", name=f"{name}_attention"
+    )(newest, items, attention_mask=mask)
+    return keras.layers.Flatten(dtype="float32", name=f"{name}_attended")(attended)
+
+
+def _history_parts(
+    rows: Any, history_text: np.ndarray, history_id_dim: int, by_position: bool = False, attention: bool = False
+) -> list[Any]:
     """Pooled recent-item parts from history rows ``[B, R]`` (row 0 = padding or unknown item)."""
     n_items = history_text.shape[0]
     valid = _frozen_table(np.ones((n_items, 1), np.float32), "recent_item_valid")(rows)  # [B, R, 1]
@@ -134,6 +150,8 @@ def _history_parts(rows: Any, history_text: np.ndarray, history_id_dim: int, by_
         masked = keras.layers.Multiply(dtype="float32", name="recent_item_masked")([ids, valid])
         pooled = _pool(masked, "recent_item", by_position)
         parts.append(_unit_history_mean(pooled, fill, "recent_item_mean"))
+        if attention:
+            parts.append(_newest_attends(masked, valid, "recent_item"))
     return parts
 
 
@@ -147,6 +165,7 @@ def build_user_core(
     history_id_dim: int = 0,
     hidden_units: int = 0,
     position_pooling: bool = False,
+    history_attention: bool = False,
 ) -> keras.Model:
     """User tower on looked-up indices: ``user_index [B]`` (0 = OOV), features, ``recent_rows [B, R]``.
 
@@ -164,7 +183,7 @@ def build_user_core(
             raise ValueError("history_length > 0 needs history_text (the catalog's text embeddings).")
         rows = keras.Input(shape=(history_length,), dtype="int32", name=RECENT_ROWS)
         inputs[RECENT_ROWS] = rows
-        parts += _history_parts(rows, history_text, history_id_dim, position_pooling)
+        parts += _history_parts(rows, history_text, history_id_dim, position_pooling, history_attention)
     joined = keras.layers.Concatenate(name="user_concat")(parts)
     if hidden_units:
         joined = keras.layers.Dense(hidden_units, activation="relu", name="user_hidden")(joined)

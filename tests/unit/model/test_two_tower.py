@@ -139,6 +139,24 @@ def test_position_pooling_starts_as_the_mean_and_round_trips(tmp_path: Path) -> 
     )
 
 
+def test_attention_pooling_ignores_padding_and_round_trips(tmp_path: Path) -> None:
+    core = build_user_core(3, 0, 4, history_text=TEXT, history_length=3, history_id_dim=2, history_attention=True)
+    tower = build_user_tower(
+        np.array([3, 5, 7]), 0, 4, core=core, item_vocabulary=ITEMS, history_length=3, history_id_dim=2
+    )
+    batch = {
+        "user_id": np.array([3, 3, 3]),
+        "user_features": np.zeros((3, 0), np.float32),
+        "recent_item_ids": np.array([[12, 11, -1], [12, 11, 999], [-1, -1, -1]]),  # 999: not in the catalog
+    }
+    out = keras.ops.convert_to_numpy(tower(batch))
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)  # unknown ids are padding
+    assert np.all(np.isfinite(out[2]))  # an empty history attends over nothing without NaN
+    tower.save(tmp_path / "tower.keras")
+    loaded = keras.saving.load_model(tmp_path / "tower.keras")  # built-in layers only
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(batch)), out, atol=1e-6)
+
+
 def test_item_tower_outputs_unit_vectors() -> None:
     tower = build_item_tower(text_dim=6, n_features=0, embedding_dim=4)
     out = tower(
