@@ -131,10 +131,7 @@ def load_raw(
     totals: dict[str, int] = {}
     with warehouse.connect() as conn:
         for table in tables:
-            if table not in RAW_COLUMNS:
-                raise TransformError(f"Unknown raw table {table!r}: expected one of {list(RAW_COLUMNS)}.")
-            _create_table(conn, warehouse.raw_schema, table)
-            present = lake_partitions(lake, table)
+            present = _prepare_raw_table(conn, warehouse, lake, table)
             wanted = sorted(present) if days is None else sorted(set(days))
             if days is None:
                 _drop_partitions_not_in(conn, warehouse.raw_schema, table, set(present))
@@ -142,6 +139,14 @@ def load_raw(
                 _replace_partition(conn, warehouse.raw_schema, table, day, present.get(day)) for day in wanted
             )
     return totals
+
+
+def _prepare_raw_table(conn: Any, warehouse: PostgresWarehouse, lake: Path, table: str) -> dict[date, Path]:
+    """Check ``table`` is a raw table, create it if missing; return its lake partitions by day."""
+    if table not in RAW_COLUMNS:
+        raise TransformError(f"Unknown raw table {table!r}: expected one of {list(RAW_COLUMNS)}.")
+    _create_table(conn, warehouse.raw_schema, table)
+    return lake_partitions(lake, table)
 
 
 def sync_raw(lake: Path, warehouse: PostgresWarehouse, tables: Iterable[str] = RAW_TABLES) -> dict[str, int]:
@@ -153,10 +158,7 @@ def sync_raw(lake: Path, warehouse: PostgresWarehouse, tables: Iterable[str] = R
     copied: dict[str, int] = {}
     with warehouse.connect() as conn:
         for table in tables:
-            if table not in RAW_COLUMNS:
-                raise TransformError(f"Unknown raw table {table!r}: expected one of {list(RAW_COLUMNS)}.")
-            _create_table(conn, warehouse.raw_schema, table)
-            present = lake_partitions(lake, table)
+            present = _prepare_raw_table(conn, warehouse, lake, table)
             loaded = _loaded_fingerprints(conn, warehouse.raw_schema, table)
             _drop_partitions_not_in(conn, warehouse.raw_schema, table, set(present))
             stale = [day for day, path in sorted(present.items()) if loaded.get(day) != _fingerprint(path)]
