@@ -50,6 +50,16 @@ class ModelSettings(BaseModel):
     epochs: int = 3
     batch_size: int = 256
     learning_rate: float = 0.01
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="Decoupled weight decay (AdamW) on the trainable weights (0: plain Adam)."
+    )
+    ema_momentum: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Keep an exponential moving average of the weights with this momentum and end training on "
+        "it (e.g. 0.99; 0: off, the last step's weights).",
+    )
     temperature: float = 0.1
     top_k: int = 10
     holdout_days: int = 1
@@ -60,6 +70,12 @@ class ModelSettings(BaseModel):
     )
     num_sampled: int = Field(1024, ge=0, description="Uniformly sampled extra negatives of the 'mixed' loss.")
     history_length: int = Field(10, ge=0, description="Recent items per user fed to the user tower (0: none).")
+    ensemble: int = Field(
+        1,
+        ge=1,
+        description="Train this many towers (seeds seed, seed + 1, ...) and serve them as one model whose score "
+        "is their mean: vectors concatenated, ensemble x embedding_dim wide (1: a single model).",
+    )
     history_id_dim: int = Field(32, ge=0, description="Id embedding width of the recent items (0: text only).")
     item_id_embedding: bool = Field(True, description="Items with training interactions get an id embedding.")
     id_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of ids replaced by the OOV row in training.")

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -90,6 +90,7 @@ class TrainOptions:
     loss: str = _DEFAULTS["loss"].default
     num_sampled: int = _DEFAULTS["num_sampled"].default
     history_length: int = _DEFAULTS["history_length"].default
+    ensemble: int = _DEFAULTS["ensemble"].default
     history_id_dim: int = _DEFAULTS["history_id_dim"].default
     item_id_embedding: bool = _DEFAULTS["item_id_embedding"].default
     id_dropout: float = _DEFAULTS["id_dropout"].default
@@ -293,8 +294,19 @@ def _build_model(
         name="two_tower",
     )
     # XLA: the towers' hash-table lookups run outside the step (data.index_of), so the step compiles.
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), jit_compile=_auto(opts.jit_compile, "jit"))
+    model.compile(optimizer=_optimizer(cfg), jit_compile=_auto(opts.jit_compile, "jit"))
     return model
+
+
+def _optimizer(cfg: ModelSettings) -> Any:
+    """Adam, or AdamW when ``cfg.weight_decay`` > 0; with a weight average when ``cfg.ema_momentum`` > 0.
+
+    ``fit`` swaps the averaged weights in when training ends (``finalize_variable_values``).
+    """
+    ema = {"use_ema": cfg.ema_momentum > 0, "ema_momentum": cfg.ema_momentum or 0.99}
+    if cfg.weight_decay > 0:
+        return keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay, **ema)
+    return keras.optimizers.Adam(cfg.learning_rate, **ema)
 
 
 def _precision_policy(opts: TrainOptions) -> str:
@@ -331,6 +343,26 @@ def train(
     items = data.item_table(items_df, item_names)
     pairs = data.interactions(train_df, items, user_names, opts.history_length)
     ranked = _ranking_impressions(impressions_df, train_df, items, user_names, opts)
+    members = []
+    for k in range(opts.ensemble):
+        if opts.ensemble > 1:
+            log.info("training ensemble member %d of %d (seed %d)", k + 1, opts.ensemble, cfg.seed + k)
+        member_cfg = cfg.model_copy(update={"seed": cfg.seed + k})
+        members.append(_train_member(pairs, items, ranked, member_cfg, opts, callbacks, (user_names, item_names)))
+    return members[0] if len(members) == 1 else join_members(members)
+
+
+def _train_member(
+    pairs: data.Interactions,
+    items: data.ItemTable,
+    ranked: data.LabelledImpressions | None,
+    cfg: ModelSettings,
+    opts: TrainOptions,
+    callbacks: Sequence[Any],
+    names: tuple[list[str], list[str]],
+) -> TrainedModel:
+    """One two-tower model (seeded by ``cfg.seed``) on prepared inputs; see ``train``."""
+    user_names, item_names = names
     keras.utils.set_random_seed(cfg.seed)
     plan = _plan(pairs, items, cfg, opts)
     previous_policy = keras.mixed_precision.dtype_policy().name
@@ -370,8 +402,8 @@ def train(
         item_tower=model.item_core,
         item_ids=items.item_ids,
         item_embeddings=_unit_rows(vectors),
-        user_feature_names=user_names,
-        item_feature_names=item_names,
+        user_feature_names=list(user_names),
+        item_feature_names=list(item_names),
         history=losses,
         ranking_history=ranking_losses,
         history_length=opts.history_length,
@@ -379,6 +411,39 @@ def train(
         train_seconds=seconds,
         examples=len(pairs.user_ids) * cfg.epochs,
     )
+
+
+def join_members(members: Sequence[TrainedModel]) -> TrainedModel:
+    """One model from n members trained on the same data: vectors concatenated and scaled by ``1/sqrt(n)``.
+
+    Each member's vectors are unit length, so the joined ones are too, and a joined score (user · item)
+    is the mean of the members' scores: the exported artifact stays one user tower (built-in layers only)
+    and one item matrix, ``n x embedding_dim`` wide. Loss curves are the members' mean per epoch.
+    """
+    if not members:
+        raise TrainingError("join_members needs at least one trained model.")
+    first, scale = members[0], 1.0 / float(np.sqrt(len(members)))
+    return replace(
+        first,
+        user_tower=_joined([m.user_tower for m in members], scale, "user_tower"),
+        item_tower=_joined([m.item_tower for m in members], scale, "item_tower"),
+        item_embeddings=(np.concatenate([m.item_embeddings for m in members], axis=1) * scale).astype(np.float32),
+        history=np.mean([m.history for m in members], axis=0).tolist(),
+        ranking_history=np.mean([m.ranking_history for m in members], axis=0).tolist() if first.ranking_history else [],
+        train_seconds=sum(m.train_seconds for m in members),
+        examples=sum(m.examples for m in members),
+    )
+
+
+def _joined(models: Sequence[Any], scale: float, name: str) -> Any:
+    """A model that feeds the same inputs to every member model and concatenates their outputs x ``scale``."""
+    inputs = {k: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=k) for k, t in models[0].input.items()}
+    outputs = []
+    for k, model in enumerate(models):
+        model.name = f"{name}_{k}"
+        outputs.append(model(inputs))
+    joined = keras.layers.Concatenate(name=f"{name}_members")(outputs)
+    return keras.Model(inputs, keras.layers.Rescaling(scale, name=f"{name}_mean")(joined), name=name)
 
 
 def _item_matrix(model: TwoTowerModel, n_items: int, chunk: int = 4096) -> np.ndarray:

@@ -218,3 +218,43 @@ def test_bert_fine_tuning_path_trains_the_top_layers(tiny_bert_dir: Path) -> Non
     assert trainable == [False, True]
     assert np.all(np.isfinite(model.history)) and model.item_embeddings.shape == (20, 8)
     np.testing.assert_allclose(np.linalg.norm(model.item_embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_weight_decay_shrinks_the_embeddings_and_a_weight_average_still_learns() -> None:
+    cfg = CFG.model_copy(update={"epochs": 3})
+    plain = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg)
+    decayed = train(
+        planted_interactions(),
+        planted_items(),
+        ["user_clicks_28d"],
+        [],
+        cfg.model_copy(update={"weight_decay": 1.0, "ema_momentum": 0.9}),
+    )
+    assert decayed.history[-1] < decayed.history[0] and np.all(np.isfinite(decayed.item_embeddings))
+
+    def norm(model: TrainedModel) -> float:
+        core = model.user_tower.get_layer("user_core")
+        return float(np.linalg.norm(core.get_layer("user_embedding").get_weights()[0]))
+
+    assert norm(decayed) < 0.9 * norm(plain)
+
+
+def test_an_ensemble_serves_the_mean_score_of_its_members(tmp_path: Path) -> None:
+    cfg = CFG.model_copy(update={"epochs": 3})
+    args = (planted_interactions(), planted_items(), ["user_clicks_28d"], ["item_clicks_28d"])
+    members = [train(*args, cfg.model_copy(update={"seed": cfg.seed + k})) for k in range(2)]
+    joined = train(*args, cfg.model_copy(update={"ensemble": 2}))
+    assert joined.item_embeddings.shape == (20, 2 * cfg.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(joined.item_embeddings, axis=1), 1.0, rtol=1e-5)
+    users, feats = [0, 15, 999], _features([0, 15, 999])
+    scores = [user_vectors(m.user_tower, users, feats, _recent(users)) @ m.item_embeddings.T for m in members]
+    both = user_vectors(joined.user_tower, users, feats, _recent(users)) @ joined.item_embeddings.T
+    np.testing.assert_allclose(both, (scores[0] + scores[1]) / 2, atol=1e-5)
+    assert joined.history == pytest.approx(np.mean([m.history for m in members], axis=0).tolist())
+    assert joined.options["ensemble"] == 2
+    # It exports and loads as one user tower + one item matrix, with the same recommendations.
+    loaded = load_artifact(export_artifact(joined, tmp_path / "v1", popular_item_ids=[100], metadata=METADATA))
+    before = recommend(joined, users, feats, k=5, recent_item_ids=_recent(users))
+    after = recommend(loaded, users, feats, k=5, recent_item_ids=_recent(users))
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
