@@ -309,6 +309,21 @@ def _optimizer(cfg: ModelSettings) -> Any:
     return keras.optimizers.Adam(cfg.learning_rate, **ema)
 
 
+def _check_average(cfg: ModelSettings, n_examples: int) -> None:
+    """Warn when the weight average (no bias correction) would still hold much of the initial weights."""
+    steps = max(n_examples // cfg.batch_size, 1) * cfg.epochs
+    initial = cfg.ema_momentum**steps
+    if cfg.ema_momentum and initial > 0.05:
+        log.warning(
+            "ema_momentum %.3f over %d training steps: %.0f%% of the averaged weights are still the initial ones; "
+            "set model.ema_momentum to %.2f or less, or train longer.",
+            cfg.ema_momentum,
+            steps,
+            100 * initial,
+            max(0.0, 1.0 - 3.0 / steps),
+        )
+
+
 def _precision_policy(opts: TrainOptions) -> str:
     if _auto(opts.mixed_precision, "mixed_precision"):
         return "mixed_float16"
@@ -364,6 +379,7 @@ def _train_member(
     """One two-tower model (seeded by ``cfg.seed``) on prepared inputs; see ``train``."""
     user_names, item_names = names
     keras.utils.set_random_seed(cfg.seed)
+    _check_average(cfg, len(pairs.user_ids))
     plan = _plan(pairs, items, cfg, opts)
     previous_policy = keras.mixed_precision.dtype_policy().name
     keras.mixed_precision.set_dtype_policy(_precision_policy(opts))

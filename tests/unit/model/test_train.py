@@ -220,7 +220,9 @@ def test_bert_fine_tuning_path_trains_the_top_layers(tiny_bert_dir: Path) -> Non
     np.testing.assert_allclose(np.linalg.norm(model.item_embeddings, axis=1), 1.0, atol=1e-5)
 
 
-def test_weight_decay_shrinks_the_embeddings_and_a_weight_average_still_learns() -> None:
+def test_weight_decay_shrinks_the_embeddings_and_a_weight_average_still_learns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     cfg = CFG.model_copy(update={"epochs": 3})
     plain = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg)
     decayed = train(
@@ -228,9 +230,10 @@ def test_weight_decay_shrinks_the_embeddings_and_a_weight_average_still_learns()
         planted_items(),
         ["user_clicks_28d"],
         [],
-        cfg.model_copy(update={"weight_decay": 1.0, "ema_momentum": 0.9}),
+        cfg.model_copy(update={"weight_decay": 1.0, "ema_momentum": 0.5}),
     )
     assert decayed.history[-1] < decayed.history[0] and np.all(np.isfinite(decayed.item_embeddings))
+    assert not [r for r in caplog.records if "ema_momentum" in r.getMessage()]  # 9 steps suit 0.5
 
     def norm(model: TrainedModel) -> float:
         core = model.user_tower.get_layer("user_core")
@@ -258,3 +261,9 @@ def test_an_ensemble_serves_the_mean_score_of_its_members(tmp_path: Path) -> Non
     after = recommend(loaded, users, feats, k=5, recent_item_ids=_recent(users))
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a.item_ids, b.item_ids)
+
+
+def test_a_weight_average_too_slow_for_the_run_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = CFG.model_copy(update={"epochs": 1, "ema_momentum": 0.999})
+    train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg)
+    assert any("ema_momentum 0.999 over 3 training steps" in r.getMessage() for r in caplog.records)
