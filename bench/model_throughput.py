@@ -101,6 +101,7 @@ def bench_training(epochs: int = 3) -> dict[str, Any]:
         "items": len(item_ids),
         "epochs": epochs,
         "batch_size": cfg.batch_size,
+        "ensemble_members": cfg.ensemble,  # examples_per_s is per member-step; the wall time covers all members
         "loss": trained.options["loss"],
         "fit_seconds": round(trained.train_seconds, 1),
         "examples_per_s": round(trained.examples / trained.train_seconds, 1),

@@ -40,3 +40,9 @@ def test_interval_arguments() -> None:
     assert args.start == datetime(2024, 2, 29, tzinfo=UTC)
     with pytest.raises(SystemExit):
         _entry().parse_args(["--end", "2024-03-01", "--start", "2024-03-02"])
+
+
+@pytest.mark.parametrize("path", sorted((TRAINING_DIR / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    settings = _entry().load_model_settings(path)
+    assert settings.epochs >= 1 and settings.embedding_dim >= 1
