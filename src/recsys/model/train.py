@@ -351,6 +351,8 @@ def train(
     ``event_timestamp`` + the user feature columns as of the impression; optionally ``recent_item_ids``,
     else derived from ``train_df``), needed when ``ranking_loss_weight > 0`` and ignored otherwise.
     Seeded by ``cfg.seed``; CPU unless a GPU is visible, then ``MirroredStrategy``, mixed precision, XLA.
+    ``cfg.ensemble`` n > 1 trains n members on the same inputs (seeds ``cfg.seed + k``; ``callbacks`` see
+    each member's fit) and returns them joined into one model (``join_members``).
     """
     opts = options or TrainOptions.from_settings(cfg)
     _check_cfg(cfg, opts)
