@@ -124,27 +124,7 @@ def recent_before_each(train_df: pd.DataFrame, length: int) -> np.ndarray:
 
     Rows of one user at the same timestamp do not see each other (point in time: ``occurred_at < T``).
     """
-    _require_columns(train_df, ["user_id", "item_id", "event_timestamp"], "train_df")
-    out = np.full((len(train_df), length), PAD_ITEM_ID, np.int64)
-    if length == 0 or train_df.empty:
-        return out
-    frame = pd.DataFrame(
-        {
-            "u": train_df["user_id"].to_numpy(np.int64),
-            "i": train_df["item_id"].to_numpy(np.int64),
-            "t": pd.to_datetime(train_df["event_timestamp"], utc=True).to_numpy(),
-            "pos": np.arange(len(train_df)),
-        }
-    ).sort_values(["u", "t", "pos"], kind="stable")
-    users, items, times, pos = (frame[c].to_numpy() for c in ("u", "i", "t", "pos"))
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    ends = np.r_[starts[1:], len(users)]
-    for lo, hi in zip(starts, ends, strict=True):
-        first_at_time = lo + np.searchsorted(times[lo:hi], times[lo:hi], side="left")  # earlier rows: [lo, that)
-        for j in range(lo, hi):
-            earlier = items[max(lo, first_at_time[j - lo] - length) : first_at_time[j - lo]][::-1]
-            out[pos[j], : len(earlier)] = earlier
-    return out
+    return recent_positives_before(train_df, train_df, length)
 
 
 def recent_items_by_user(positives: pd.DataFrame, length: int) -> dict[int, list[int]]:
@@ -156,27 +136,35 @@ def recent_items_by_user(positives: pd.DataFrame, length: int) -> dict[int, list
     return {int(u): [int(i) for i in g] for u, g in newest.groupby("user_id", sort=False)["item_id"]}
 
 
+def _utc_datetimes(values: pd.Series) -> np.ndarray:
+    """UTC times as naive ``datetime64[ns]`` (tz-aware columns turn into slow object arrays otherwise)."""
+    return pd.to_datetime(values, utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]")
+
+
 def recent_positives_before(positives: pd.DataFrame, queries: pd.DataFrame, length: int) -> np.ndarray:
     """For each ``queries`` row (user_id, event_timestamp), the user's ``positives`` strictly earlier, newest first.
 
     ``[len(queries), length]`` int64 padded with ``PAD_ITEM_ID``; positives at the query's own timestamp
-    are not seen (point in time: ``occurred_at < T``), as in ``recent_before_each``.
+    are not seen (point in time: ``occurred_at < T``); among one user's positives at one timestamp, the later
+    row counts as newer.
     """
     _require_columns(positives, ["user_id", "item_id", "event_timestamp"], "positives")
     _require_columns(queries, ["user_id", "event_timestamp"], "queries")
     out = np.full((len(queries), length), PAD_ITEM_ID, np.int64)
     if length == 0 or queries.empty or positives.empty:
         return out
-    pos = positives.assign(_t=pd.to_datetime(positives["event_timestamp"], utc=True), _p=np.arange(len(positives)))
+    pos = positives.assign(_t=_utc_datetimes(positives["event_timestamp"]), _p=np.arange(len(positives)))
     pos = pos.sort_values(["user_id", "_t", "_p"], kind="stable")
     by_user = {int(u): (g["_t"].to_numpy(), g["item_id"].to_numpy(np.int64)) for u, g in pos.groupby("user_id")}
-    times = pd.to_datetime(queries["event_timestamp"], utc=True).to_numpy()
-    for row, (user, at) in enumerate(zip(queries["user_id"].to_numpy(np.int64), times, strict=True)):
+    asked_at = _utc_datetimes(queries["event_timestamp"])
+    for user, rows in pd.DataFrame({"u": queries["user_id"].to_numpy(np.int64)}).groupby("u").indices.items():
         if (found := by_user.get(int(user))) is None:
             continue
-        cut = int(np.searchsorted(found[0], at, side="left"))
-        earlier = found[1][max(0, cut - length) : cut][::-1]
-        out[row, : len(earlier)] = earlier
+        times, items = found
+        cuts = np.searchsorted(times, asked_at[rows], side="left")  # one search per user
+        for row, cut in zip(rows, cuts, strict=True):
+            earlier = items[max(0, cut - length) : cut][::-1]
+            out[row, : len(earlier)] = earlier
     return out
 
 
