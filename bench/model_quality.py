@@ -74,6 +74,14 @@ def movielens(folder: Path = MOVIELENS_DIR) -> tuple[pd.DataFrame, pd.DataFrame]
     return ratings, _with_hash(movies[["item_id", "text", "genres"]])
 
 
+def movielens_primary() -> tuple[pd.DataFrame, Any]:
+    """MovieLens items with their MiniLM embeddings, and the primary (per-user temporal) split of its positives."""
+    from recsys.model.evaluate import per_user_temporal_split, positives_from_ratings
+
+    ratings, items = movielens()
+    return embed(items, "movielens"), per_user_temporal_split(positives_from_ratings(ratings, 4.0))
+
+
 def _with_hash(items: pd.DataFrame) -> pd.DataFrame:
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
     items["content_hash"] = [hashlib.md5(t.encode()).hexdigest() for t in items["text"]]

@@ -78,17 +78,10 @@ def bench_encoder(texts: list[str], batch_size: int = 64, max_length: int = 32, 
 def bench_training(epochs: int = 3) -> dict[str, Any]:
     """One full two-tower training run on the MovieLens primary split's training positives."""
     from bench import model_quality as mq
-    from recsys.model.evaluate import (
-        ITEM_POPULARITY_FEATURES,
-        item_popularity_features,
-        per_user_temporal_split,
-        positives_from_ratings,
-    )
+    from recsys.model.evaluate import ITEM_POPULARITY_FEATURES, item_popularity_features
     from recsys.model.train import train
 
-    ratings, items = mq.movielens()
-    items = mq.embed(items, "movielens")
-    split = per_user_temporal_split(positives_from_ratings(ratings))
+    items, split = mq.movielens_primary()
     train_df = split.train.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
     item_ids = items["item_id"].to_numpy(np.int64)
     items_df = items[["item_id", "embedding"]].merge(item_popularity_features(train_df, item_ids), on="item_id")

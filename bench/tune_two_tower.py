@@ -30,17 +30,9 @@ log = logging.getLogger("bench.tune_two_tower")
 def validation_scores(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validation NDCG@10 of the two-tower model at each override point, with the references."""
     from recsys.model import baselines
-    from recsys.model.evaluate import (
-        per_user_temporal_split,
-        positives_by_user,
-        positives_from_ratings,
-        two_tower_fit,
-        user_metrics,
-    )
+    from recsys.model.evaluate import positives_by_user, two_tower_fit, user_metrics
 
-    ratings, items = mq.movielens()
-    items = mq.embed(items, "movielens")
-    split = per_user_temporal_split(positives_from_ratings(ratings, 4.0))
+    items, split = mq.movielens_primary()
     item_ids = items["item_id"].to_numpy(np.int64)
     fit_map, target_map = positives_by_user(split.train), positives_by_user(split.validation)
 
