@@ -1,3 +1,4 @@
+import os
 from datetime import date
 from pathlib import Path
 
@@ -9,13 +10,18 @@ from recsys.errors import SourceUnavailableError
 from recsys.ingest.extract import day_interval, extract_interval
 from recsys.sources.movielens import import_movielens
 
-ML_SMALL = project_dir().parent / "shared" / "data" / "movielens-small"
+# $RECSYS_MOVIELENS_DIR (as the bench reads it), else ../shared beside the checkout, else the machine's copy.
+_CANDIDATES = [Path(p) for p in (os.environ.get("RECSYS_MOVIELENS_DIR"),) if p] + [
+    project_dir().parent / "shared" / "data" / "movielens-small",
+    Path("/work/shared/data/movielens-small"),
+]
+ML_SMALL = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     if not ML_SMALL.is_dir():
-        pytest.skip(f"MovieLens data not found at {ML_SMALL}")
+        pytest.skip(f"MovieLens data not found at any of {[str(p) for p in _CANDIDATES]}: set RECSYS_MOVIELENS_DIR")
     settings = Settings(home=tmp_path_factory.mktemp("ml"))
     result = import_movielens(settings, ML_SMALL)
     assert (result.users, result.items, result.events) == (610, 9742, 100_836 + 3_683)
