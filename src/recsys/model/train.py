@@ -382,11 +382,12 @@ def _train_member(
     user_names, item_names = names
     keras.utils.set_random_seed(cfg.seed)
     _check_average(cfg, len(pairs.user_ids))
-    plan = _plan(pairs, items, cfg, opts)
     previous_policy = keras.mixed_precision.dtype_policy().name
     keras.mixed_precision.set_dtype_policy(_precision_policy(opts))
     started = time.perf_counter()
     try:
+        # Under the policy: a fine-tuned BERT backbone is built here and must compute in float16 too.
+        plan = _plan(pairs, items, cfg, opts)
         with distribution_strategy().scope():
             model = _build_model(pairs, items, cfg, opts, plan, ranked)
         arrays = data.training_arrays(pairs, plan.user_vocab, items.item_ids)

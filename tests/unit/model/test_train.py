@@ -206,14 +206,19 @@ def test_gpu_numerics_stay_finite_with_empty_histories(flags: dict[str, str]) ->
 
 
 @pytest.mark.slow
-def test_bert_fine_tuning_path_trains_the_top_layers(tiny_bert_dir: Path) -> None:
-    """The GPU code path (forced on here): BERT inside the item tower, top layer trainable, mixed negatives."""
+@pytest.mark.parametrize(("precision", "compute_dtype"), [("off", "float32"), ("on", "float16")])
+def test_bert_fine_tuning_path_trains_the_top_layers(tiny_bert_dir: Path, precision: str, compute_dtype: str) -> None:
+    """The GPU code path (forced on here): BERT inside the item tower, top layer trainable, mixed negatives;
+    with mixed precision on, BERT itself computes in float16 (it is loaded under the policy)."""
     items = planted_items().assign(text=["action movie film war"] * 10 + ["cook food recipe music"] * 10)
     cfg = CFG.model_copy(update={"epochs": 2, "bert_checkpoint": str(tiny_bert_dir), "max_length": 8})
-    opts = TrainOptions(finetune_bert="on", finetune_bert_layers=1, num_sampled=4, jit_compile="off")
+    opts = TrainOptions(
+        finetune_bert="on", finetune_bert_layers=1, num_sampled=4, jit_compile="off", mixed_precision=precision
+    )
     model = train(planted_interactions(), items, ["user_clicks_28d"], [], cfg, options=opts)
     assert model.options["finetuned_bert"] and model.options["loss"] == "mixed"
     pooler = model.item_tower.get_layer("bert_text")
+    assert pooler.backbone.compute_dtype == compute_dtype
     trainable = [layer.trainable for layer in pooler.backbone.transformer_layers]
     assert trainable == [False, True]
     assert np.all(np.isfinite(model.history)) and model.item_embeddings.shape == (20, 8)
