@@ -135,7 +135,7 @@ class ItemEncoder:
         for b in range(n_batches):
             lo, hi = b * batch_size, min((b + 1) * batch_size, len(texts))
             tokens = self._tokenize(texts[lo:hi])
-            out[lo:hi] = self._forward(tokens["token_ids"], tokens["segment_ids"], tokens["padding_mask"]).numpy()
+            out[lo:hi] = np.asarray(self._forward(tokens["token_ids"], tokens["segment_ids"], tokens["padding_mask"]))
             if (b + 1) % log_every == 0 or b + 1 == n_batches:
                 rate = hi / max(time.perf_counter() - start, 1e-9)
                 log.info("encoded %d/%d texts (%.0f texts/s)", hi, len(texts), rate)
