@@ -88,6 +88,12 @@ class ModelSettings(BaseModel):
     mask_history: bool = Field(
         True, description="In training, a user's recent items are not negatives of the softmax (as at serving)."
     )
+    popularity_prior: float = Field(
+        0.0,
+        ge=0.0,
+        description="Add this weight x log(1 + the item's training positives) to every score (0: off); served as "
+        "one extra column of the item matrix and the user tower (a constant 1).",
+    )
     finetune_bert: Literal["auto", "on", "off"] = Field(
         "auto", description="Fine-tune the top BERT layers end to end ('auto': when a GPU is visible)."
     )

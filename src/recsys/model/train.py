@@ -1,8 +1,9 @@
 """Train the two-tower model, export/load the model artifact, and recommend from it.
 
 Artifact files (docs/contracts.md "Model artifact"): ``user_tower.keras``, ``item_ids.npy`` (int64),
-``item_embeddings.npy`` (float32, L2-normalised), ``popular_item_ids.npy`` (int64, most popular first),
-``manifest.json`` (the caller's metadata + ``user_feature_names`` + shapes).
+``item_embeddings.npy`` (float32, L2-normalised; with a popularity prior, but for its last column),
+``popular_item_ids.npy`` (int64, most popular first), ``manifest.json`` (the caller's metadata +
+``user_feature_names`` + shapes).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class TrainOptions:
 
 @dataclass
 class TrainedModel:
-    """A trained user tower plus the precomputed, L2-normalised item matrix (row i is ``item_ids[i]``)."""
+    """A trained user tower plus the precomputed item matrix (row i is ``item_ids[i]``): L2-normalised rows, but
+    for a last column with the ``popularity_prior`` (``with_popularity_prior``) when that is on."""
 
     user_tower: Any
     item_tower: Any
@@ -366,7 +368,10 @@ def train(
             log.info("training ensemble member %d of %d (seed %d)", k + 1, opts.ensemble, cfg.seed + k)
         member_cfg = cfg.model_copy(update={"seed": cfg.seed + k})
         members.append(_train_member(pairs, items, ranked, member_cfg, opts, callbacks, (user_names, item_names)))
-    return members[0] if len(members) == 1 else join_members(members)
+    model = members[0] if len(members) == 1 else join_members(members)
+    if cfg.popularity_prior > 0:
+        model = with_popularity_prior(model, train_df, cfg.popularity_prior)
+    return model
 
 
 def _train_member(
@@ -451,6 +456,32 @@ def join_members(members: Sequence[TrainedModel]) -> TrainedModel:
         ranking_history=np.mean([m.ranking_history for m in members], axis=0).tolist() if first.ranking_history else [],
         train_seconds=sum(m.train_seconds for m in members),
         examples=sum(m.examples for m in members),
+    )
+
+
+def with_popularity_prior(model: TrainedModel, positives: pd.DataFrame, weight: float) -> TrainedModel:
+    """``model`` whose every score gains ``weight x log(1 + the item's positives in positives)``.
+
+    A score stays one dot product: the item matrix gains the prior as one more column and the user tower a
+    constant 1 (built-in layers only). ``item_tower`` is unchanged: it gives the vector columns only.
+    """
+    if weight < 0:
+        raise TrainingError(f"popularity_prior is {weight}; it must be >= 0 (0: off).")
+    counts = positives["item_id"].value_counts().reindex(model.item_ids).fillna(0.0).to_numpy()
+    prior = (weight * np.log1p(counts)).astype(np.float32)[:, None]
+    tower = model.user_tower
+    inputs = {k: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=k) for k, t in tower.input.items()}
+    tower.name = "user_vectors"
+    vectors = tower(inputs)
+    one = keras.layers.Dense(
+        1, kernel_initializer="zeros", bias_initializer="ones", trainable=False, name="popularity_prior_weight"
+    )(vectors)
+    joined = keras.layers.Concatenate(name="user_vector_and_prior_weight")([vectors, one])
+    return replace(
+        model,
+        user_tower=keras.Model(inputs, joined, name="user_tower"),
+        item_embeddings=np.concatenate([model.item_embeddings, prior], axis=1),
+        options={**model.options, "popularity_prior": weight},
     )
 
 

@@ -115,7 +115,8 @@ class Recommender:
     def user_vector(
         self, user_id: int, user_features: Sequence[float], recent_items: Sequence[int] | None = None
     ) -> np.ndarray:
-        """The tower's L2-normalised vector for one user, float32 ``[d]``.
+        """The tower's vector for one user, float32 ``[d]`` (L2-normalised; with a popularity prior, but for
+        its last column, a constant 1).
 
         A tower with a ``recent_item_ids`` input gets the user's recent positives (newest first), cut to the
         manifest's ``history_length`` and padded with ``recent_item_pad`` (-1).

@@ -23,6 +23,7 @@ from recsys.model.train import (
     recommend,
     train,
     user_vectors,
+    with_popularity_prior,
 )
 
 CFG = ModelSettings(embedding_dim=8, epochs=25, batch_size=32, learning_rate=0.05, temperature=0.1, seed=3)
@@ -272,3 +273,26 @@ def test_a_weight_average_too_slow_for_the_run_is_flagged(caplog: pytest.LogCapt
     cfg = CFG.model_copy(update={"epochs": 1, "ema_momentum": 0.999})
     train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg)
     assert any("ema_momentum 0.999 over 3 training steps" in r.getMessage() for r in caplog.records)
+
+
+def test_a_popularity_prior_adds_its_weight_times_log_count_to_every_score(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    positives = planted_interactions()
+    prior = with_popularity_prior(trained, positives, 0.5)
+    counts = positives["item_id"].value_counts().reindex(trained.item_ids).fillna(0).to_numpy()
+    users, feats = [0, 15, 999], _features([0, 15, 999])
+    base = user_vectors(trained.user_tower, users, feats, _recent(users)) @ trained.item_embeddings.T
+    scores = user_vectors(prior.user_tower, users, feats, _recent(users)) @ prior.item_embeddings.T
+    np.testing.assert_allclose(scores, base + 0.5 * np.log1p(counts)[None, :], atol=1e-5)
+    assert prior.item_embeddings.shape == (20, CFG.embedding_dim + 1) and prior.options["popularity_prior"] == 0.5
+    # One artifact as before: it exports, loads (built-in layers only) and recommends the same.
+    loaded = load_artifact(export_artifact(prior, tmp_path / "v1", popular_item_ids=[100], metadata=METADATA))
+    before = recommend(prior, users, feats, k=5, recent_item_ids=_recent(users))
+    after = recommend(loaded, users, feats, k=5, recent_item_ids=_recent(users))
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+    # train() applies it from the settings
+    cfg = CFG.model_copy(update={"epochs": 2, "popularity_prior": 0.5})
+    model = train(positives, planted_items(), ["user_clicks_28d"], ["item_clicks_28d"], cfg)
+    np.testing.assert_allclose(model.item_embeddings[:, -1], 0.5 * np.log1p(counts), rtol=1e-6)
