@@ -87,6 +87,13 @@ class Planted:
     heldout: pd.DataFrame
     liked: np.ndarray
 
+    def heldout_columns(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per held-out user (``heldout`` order): their training items' and their target's catalog rows."""
+        rows = self.items.set_index("item_id").index
+        by_user = self.train.groupby("user_id")["item_id"].agg(list)
+        seen = [rows.get_indexer(by_user[u]) for u in self.heldout["user_id"]]
+        return seen, rows.get_indexer(self.heldout["item_id"])
+
 
 def planted_data(n_users: int, n_items: int, per_user: int, seed: int = 0) -> Planted:
     """Users like two topics each; 90% of their positives are items of those topics, 10% any item.
@@ -244,21 +251,18 @@ def encoding_throughput(encoder: Any, texts: list[str], batch_size: int, repeats
     return info
 
 
-class _EpochTimes:
-    """Keras callback factory: wall seconds per epoch."""
+def _epoch_timer(times: list[float]) -> Any:
+    """A Keras callback that appends each epoch's wall seconds to ``times``."""
+    import keras
 
-    @staticmethod
-    def make(times: list[float]) -> Any:
-        import keras
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.start = time.perf_counter()
 
-        class Timer(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-                self.start = time.perf_counter()
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            times.append(time.perf_counter() - self.start)
 
-            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                times.append(time.perf_counter() - self.start)
-
-        return Timer()
+    return Timer()
 
 
 def _layer_values(layer: Any) -> list[np.ndarray]:
@@ -301,22 +305,21 @@ def train_run(name: str, planted: Planted, items_df: pd.DataFrame, sizes: Sizes,
         arrays = data.training_arrays(pairs, plan.user_vocab, items.item_ids)
         started = time.perf_counter()
         batches = _batches(arrays, cfg.batch_size, cfg.seed)
-        fit = model.fit(batches, epochs=cfg.epochs, verbose=0, callbacks=[_EpochTimes.make(times)])
+        fit = model.fit(batches, epochs=cfg.epochs, verbose=0, callbacks=[_epoch_timer(times)])
         fit_seconds = time.perf_counter() - started
         matrix = trainer._item_matrix(model, len(items.item_ids))
         recent = data.recent_items_by_user(planted.train, opts.history_length)
         users = planted.heldout["user_id"].to_numpy(np.int64)
+        histories = data.pad_recent([recent[int(u)] for u in users], opts.history_length)
         user_inputs = {
             USER_INDEX: data.index_of(plan.user_vocab, users),
             USER_FEATURES: np.zeros((len(users), 0), np.float32),
-            RECENT_ROWS: data.index_of(items.item_ids, data.pad_recent([recent[int(u)] for u in users], 20)),
+            RECENT_ROWS: data.index_of(items.item_ids, histories),
         }
         user_vectors = keras.ops.convert_to_numpy(model.user_core(user_inputs)).astype(np.float32)
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
-    seen = planted.train.groupby("user_id")["item_id"].agg(list)
-    seen_cols = [data.index_of(items.item_ids, np.asarray(seen[int(u)])) - 1 for u in users]
-    targets = data.index_of(items.item_ids, planted.heldout["item_id"].to_numpy()) - 1
+    seen_cols, targets = planted.heldout_columns()  # items_df rows are planted.items rows
     losses = [float(v) for v in fit.history["loss"]]
     steady = times[1:] or times
     steps = max(len(arrays[USER_INDEX]) // cfg.batch_size, 1)
@@ -380,25 +383,19 @@ def run(sizes: Sizes, checkpoint: str) -> dict[str, Any]:
 
 def _text_only_recall(planted: Planted, vectors: np.ndarray) -> float:
     """Recall@10 of ranking by cosine to the mean text vector of the user's training items (no training)."""
-    rows = planted.items.set_index("item_id").index
-    by_user = planted.train.groupby("user_id")["item_id"].agg(list)
-    users = planted.heldout["user_id"].to_numpy()
-    seen = [rows.get_indexer(by_user[u]) for u in users]
+    seen, targets = planted.heldout_columns()
     profile = np.stack([vectors[s].mean(axis=0) for s in seen])
-    targets = rows.get_indexer(planted.heldout["item_id"])
     return round(recall_at_k(profile @ vectors.T, seen, targets), 4)
 
 
 def _oracle_recall(planted: Planted, seed: int = 0) -> float:
     """Recall@10 of knowing the planted topics: the user's liked-topic items first, in random order."""
     rng = np.random.default_rng(seed)
-    rows = planted.items.set_index("item_id").index
-    by_user = planted.train.groupby("user_id")["item_id"].agg(list)
-    users = planted.heldout["user_id"].to_numpy()
     topic = planted.items["topic"].to_numpy()
+    users = planted.heldout["user_id"].to_numpy()
     scores = np.stack([np.isin(topic, planted.liked[u - 1]) + rng.random(len(topic)) * 0.5 for u in users])
-    seen = [rows.get_indexer(by_user[u]) for u in users]
-    return round(recall_at_k(scores, seen, rows.get_indexer(planted.heldout["item_id"])), 4)
+    seen, targets = planted.heldout_columns()
+    return round(recall_at_k(scores, seen, targets), 4)
 
 
 def main() -> None:

@@ -470,7 +470,7 @@ def with_popularity_prior(model: TrainedModel, positives: pd.DataFrame, weight: 
     counts = positives["item_id"].value_counts().reindex(model.item_ids).fillna(0.0).to_numpy()
     prior = (weight * np.log1p(counts)).astype(np.float32)[:, None]
     tower = model.user_tower
-    inputs = {k: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=k) for k, t in tower.input.items()}
+    inputs = _inputs_like(tower)
     tower.name = "user_vectors"
     vectors = tower(inputs)
     one = keras.layers.Dense(
@@ -485,9 +485,14 @@ def with_popularity_prior(model: TrainedModel, positives: pd.DataFrame, weight: 
     )
 
 
+def _inputs_like(model: Any) -> dict[str, Any]:
+    """Fresh ``keras.Input``s with the names, shapes and dtypes of ``model``'s dict inputs (to wrap it)."""
+    return {k: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=k) for k, t in model.input.items()}
+
+
 def _joined(models: Sequence[Any], scale: float, name: str) -> Any:
     """A model that feeds the same inputs to every member model and concatenates their outputs x ``scale``."""
-    inputs = {k: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=k) for k, t in models[0].input.items()}
+    inputs = _inputs_like(models[0])
     outputs = []
     for k, model in enumerate(models):
         model.name = f"{name}_{k}"
