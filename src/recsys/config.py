@@ -108,6 +108,36 @@ class ModelSettings(BaseModel):
     )
 
 
+class ServingSettings(BaseModel):
+    """The online service: request path, faults and binding at start (``RECSYS_SERVING__*``)."""
+
+    workers: int = Field(1, ge=1, description="Service worker processes (each holds one copy of the model).")
+    max_batch: int = Field(
+        64, ge=1, description="Most concurrent requests one worker scores together (one store read, one matmul)."
+    )
+    store_timeout_s: float = Field(
+        0.05, gt=0, description="Connect and read timeout of one online-store read; a slower store counts as down."
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failed store reads that open the circuit (requests go to the fallback)."
+    )
+    breaker_reset_s: float = Field(
+        2.0, gt=0, description="How long the circuit stays open before one half-open probe read is let through."
+    )
+    max_staleness: timedelta = Field(
+        timedelta(days=2),
+        description="At start the online store's newest materialization must reach the model's data interval end "
+        "minus this much; otherwise the service refuses to start (unless degraded_ok).",
+    )
+    degraded_ok: bool = Field(
+        False, description="Start even when the binding checks fail, answering from the fallback (degraded: true)."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="If set, every API call must send it as the X-API-Key header (health endpoints stay open)."
+    )
+    api_key_file: Path | None = Field(None, description="A file holding the API key (a mounted secret).")
+
+
 class Settings(BaseSettings):
     """Every connection and path the workflow uses."""
 
@@ -169,6 +199,7 @@ class Settings(BaseSettings):
     )
 
     model: ModelSettings = ModelSettings()
+    serving: ServingSettings = ServingSettings()
 
     # Sections owned by the stage that reads them, checked against that stage's typed model at load time:
     # recsys.validation.config.QualityConfig and recsys.transform.postgres.PostgresWarehouse.
