@@ -282,7 +282,8 @@ def train_run(name: str, planted: Planted, items_df: pd.DataFrame, sizes: Sizes,
     from recsys.config import ModelSettings
     from recsys.model import data
     from recsys.model import train as trainer
-    from recsys.model.two_tower import RECENT_ROWS, USER_FEATURES, USER_INDEX
+    from recsys.artifact import USER_FEATURES
+    from recsys.model.two_tower import RECENT_ROWS, USER_INDEX
 
     cfg = ModelSettings(
         embedding_dim=64, epochs=sizes.epochs, batch_size=sizes.batch_size, learning_rate=1e-3, temperature=0.1,

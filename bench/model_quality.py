@@ -277,12 +277,12 @@ def run_simulator(n_boot: int = 1000) -> dict[str, Any]:
 
 def _topic_precision(site: Any, score_fn: Any, fit_map: Any, item_ids: np.ndarray, users: np.ndarray) -> float:
     """Share of each user's top-k (fit items excluded) on the user's planted topics, averaged."""
-    from recsys.model.evaluate import _top_k_rows
+    from recsys.scoring import top_k_rows
 
     scores = np.asarray(score_fn(users))
     col_of = pd.Series(np.arange(len(item_ids)), index=item_ids)
     seen = [col_of.reindex(list(fit_map.get(int(u), ()))).dropna().to_numpy(np.int64) for u in users]
-    top = _top_k_rows(scores, seen, K)
+    top = top_k_rows(scores, seen, K)
     on_topic = [
         np.mean([site.item_topic[int(item_ids[c])] in site.user_topics[int(u)] for c in row if c >= 0])
         for u, row in zip(users, top, strict=True)

@@ -35,3 +35,19 @@ class TrainingError(RecsysError):
 
 class RegistryError(RecsysError):
     """The model store or bento build failed, or no model is registered."""
+
+
+class ArtifactError(RecsysError, ValueError):
+    """A model artifact is missing files or holds an unusable manifest, tower or item matrix."""
+
+
+class InvalidRequest(RecsysError, ValueError):
+    """A recommendation request is malformed (k out of range, an id outside int64, wrong feature count, ...)."""
+
+
+class ServingError(RecsysError):
+    """A service did not start or bind, or a request to it failed (``status_code`` set for HTTP errors)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code

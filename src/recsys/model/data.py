@@ -8,24 +8,16 @@ else to 0, exactly as the exported towers' ``IntegerLookup(vocabulary, num_oov_i
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recsys.artifact import PAD_ITEM_ID, RECENT_ITEM_IDS, USER_FEATURES, pad_recent
 from recsys.errors import TrainingError
-from recsys.model.two_tower import (
-    ITEM_ROW,
-    PAD_ITEM_ID,
-    RANK_LABEL,
-    RANK_PREFIX,
-    RECENT_ITEM_IDS,
-    RECENT_ROWS,
-    USER_FEATURES,
-    USER_INDEX,
-)
+from recsys.model.two_tower import ITEM_ROW, RANK_LABEL, RANK_PREFIX, RECENT_ROWS, USER_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +98,6 @@ def item_table(items_df: pd.DataFrame, item_feature_names: list[str]) -> ItemTab
         features=feature_matrix(items_df, item_feature_names, "items_df"),
         texts=texts,
     )
-
-
-def pad_recent(lists: Sequence[Any], length: int) -> np.ndarray:
-    """Lists of item ids (newest first) -> int64 ``[N, length]``: truncated, padded with ``PAD_ITEM_ID``."""
-    out = np.full((len(lists), length), PAD_ITEM_ID, np.int64)
-    for i, ids in enumerate(lists):
-        if ids is None or (isinstance(ids, float) and np.isnan(ids)):
-            continue
-        values = np.asarray(ids, np.int64).reshape(-1)[:length]
-        out[i, : len(values)] = values
-    return out
 
 
 def recent_before_each(train_df: pd.DataFrame, length: int) -> np.ndarray:

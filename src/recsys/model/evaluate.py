@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import TrainingError
+from recsys.scoring import columns_of, top_k_indices, top_k_rows
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 """user ids ``[U]`` -> scores ``[U, n_items]``, columns in the order of the evaluated ``item_ids``."""
@@ -97,11 +98,7 @@ def rank_metrics(ranked: np.ndarray, relevant: set[int], k: int) -> tuple[float,
 
 
 def _rank(scores: np.ndarray, item_ids: np.ndarray, seen: set[int], k: int) -> np.ndarray:
-    scores = scores.astype(np.float64, copy=True)
-    if seen:
-        scores[np.isin(item_ids, np.fromiter(seen, np.int64, len(seen)))] = -np.inf
-    order = np.argsort(-scores, kind="stable")[:k]
-    return item_ids[order[np.isfinite(scores[order])]]
+    return item_ids[top_k_indices(scores, k, columns_of(item_ids)(seen) if seen else None)]
 
 
 def evaluate(
@@ -258,15 +255,6 @@ def evaluation_users(fit_map: Positives, target_map: Positives, candidates: np.n
     return np.array(sorted(users), dtype=np.int64)
 
 
-def _top_k_rows(scores: np.ndarray, seen_cols: list[np.ndarray], k: int) -> np.ndarray:
-    """Column indices of each row's top k (stable on ties), seen columns excluded (-1 where none left)."""
-    scores = scores.astype(np.float64, copy=True)
-    for r, cols in enumerate(seen_cols):
-        scores[r, cols] = -np.inf
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, -1)
-
-
 def user_metrics(
     score_fn: ScoreFn,
     fit_pos: Positives | pd.DataFrame,
@@ -292,7 +280,7 @@ def user_metrics(
         batch = users[lo : lo + chunk]
         scores = np.asarray(score_fn(batch))[:, cols]
         seen = [col_of.reindex(list(fit_map.get(int(u), ()))).dropna().to_numpy(np.int64) for u in batch]
-        top = _top_k_rows(scores, seen, k)
+        top = top_k_rows(scores, seen, k)
         for user, row in zip(batch, top, strict=True):
             ranked = cand_ids[row[row >= 0]]
             recommended.update(ranked.tolist())

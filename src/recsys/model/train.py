@@ -1,28 +1,31 @@
-"""Train the two-tower model, export/load the model artifact, and recommend from it.
+"""Train the two-tower model and export it as a model artifact.
 
-Artifact files (docs/contracts.md "Model artifact"): ``user_tower.keras``, ``item_ids.npy`` (int64),
-``item_embeddings.npy`` (float32, L2-normalised; with a popularity prior, but for its last column),
-``popular_item_ids.npy`` (int64, most popular first), ``manifest.json`` (the caller's metadata +
-``user_feature_names`` + shapes).
+The artifact's files, manifest and loading are ``recsys.artifact``'s; scoring and ranking are
+``recsys.scoring``'s (one path for evaluation, the promotion gate and the service). ``load_artifact``,
+``top_k``, ``recommend`` and ``model_scorer`` here are thin conveniences over those two.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recsys.artifact import (
+    PAD_ITEM_ID,
+    RECENT_ITEM_IDS,
+    REQUIRED_METADATA,
+    ModelArtifact,
+    write_artifact,
+)
 from recsys.config import ModelSettings
-from recsys.errors import RegistryError, TrainingError
+from recsys.errors import ArtifactError, TrainingError
 from recsys.model import data
 from recsys.model.backend import distribution_strategy, gpus
 from recsys.model.two_tower import (
@@ -30,12 +33,8 @@ from recsys.model.two_tower import (
     ITEM_FEATURES,
     ITEM_INDEX,
     LOSSES,
-    PAD_ITEM_ID,
     PADDING_MASK,
-    RECENT_ITEM_IDS,
     TOKEN_IDS,
-    USER_FEATURES,
-    USER_ID,
     TwoTowerModel,
     build_bert_item_core,
     build_item_core,
@@ -44,26 +43,9 @@ from recsys.model.two_tower import (
     keras,
     set_oov_to_mean,
 )
+from recsys.scoring import Ranked, Scorer, columns_of, top_k_indices
 
 log = logging.getLogger(__name__)
-
-ARTIFACT_FILES = (
-    "user_tower.keras",
-    "item_ids.npy",
-    "item_embeddings.npy",
-    "popular_item_ids.npy",
-    "manifest.json",
-)
-# ``metrics`` is part of the contract too, but the evaluate stage adds it to manifest.json after export.
-REQUIRED_METADATA = (
-    "data_interval_start",
-    "data_interval_end",
-    "feature_service",
-    "dataset_fingerprint",
-    "code_version",
-    "bert_checkpoint",
-)
-ARTIFACT_FORMAT = 1
 
 
 _DEFAULTS = ModelSettings.model_fields  # one set of defaults: the settings'
@@ -518,138 +500,49 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 # --- artifact ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class ModelArtifact:
-    """A loaded model artifact (see the module docstring for its files)."""
-
-    user_tower: Any
-    item_ids: np.ndarray
-    item_embeddings: np.ndarray
-    popular_item_ids: np.ndarray
-    manifest: dict[str, Any]
-
-    @property
-    def user_feature_names(self) -> list[str]:
-        return list(self.manifest["user_feature_names"])
-
-
 def _manifest(trained: TrainedModel, metadata: Mapping[str, Any]) -> dict[str, Any]:
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
         raise TrainingError(f"artifact metadata lacks {missing}; the model artifact contract requires them.")
-    manifest = {
+    return {
         **metadata,
-        "artifact_format": ARTIFACT_FORMAT,
         "user_feature_names": trained.user_feature_names,
         "item_feature_names": trained.item_feature_names,
-        "embedding_dim": int(trained.item_embeddings.shape[1]),
-        "n_items": len(trained.item_ids),
         "training_loss": trained.history,
         # User tower input recent_item_ids: int64 [B, history_length], newest first, padded with PAD_ITEM_ID.
         "history_length": trained.history_length,
         "recent_item_pad": PAD_ITEM_ID,
         "training_options": trained.options,
     }
-    try:
-        json.dumps(manifest)
-    except TypeError as exc:
-        raise TrainingError(f"artifact metadata is not JSON-serialisable ({exc}): pass str/number/list/dict.") from exc
-    return manifest
 
 
 def export_artifact(
     trained: TrainedModel, out_dir: Path, popular_item_ids: Sequence[int] | np.ndarray, metadata: Mapping[str, Any]
 ) -> Path:
-    """Write the artifact files into ``out_dir`` (must not exist or be empty); written aside, then renamed."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise TrainingError(f"{out_dir} is not empty: export each model version into a new directory.")
-    manifest = _manifest(trained, metadata)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    trained.user_tower.save(tmp / "user_tower.keras")
-    np.save(tmp / "item_ids.npy", np.asarray(trained.item_ids, np.int64))
-    np.save(tmp / "item_embeddings.npy", np.asarray(trained.item_embeddings, np.float32))
-    np.save(tmp / "popular_item_ids.npy", np.asarray(popular_item_ids, np.int64))
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    if out_dir.exists():
-        out_dir.rmdir()
-    os.replace(tmp, out_dir)
+    """Write ``trained`` as a model artifact into ``out_dir`` (``recsys.artifact.write_artifact``)."""
+    try:
+        write_artifact(
+            Path(out_dir),
+            trained.user_tower,
+            trained.item_ids,
+            trained.item_embeddings,
+            popular_item_ids,
+            _manifest(trained, metadata),
+        )
+    except ArtifactError as exc:
+        raise TrainingError(str(exc)) from exc
     log.info("exported model artifact to %s", out_dir)
-    return out_dir
+    return Path(out_dir)
 
 
-def load_artifact(path: Path) -> ModelArtifact:
-    """Load an artifact written by ``export_artifact``; checks that its files and shapes agree."""
-    path = Path(path)
-    missing = [f for f in ARTIFACT_FILES if not (path / f).is_file()]
-    if missing:
-        raise RegistryError(f"model artifact {path} lacks {missing}: re-export it with export_artifact.")
-    artifact = ModelArtifact(
-        user_tower=keras.saving.load_model(path / "user_tower.keras"),
-        item_ids=np.load(path / "item_ids.npy"),
-        item_embeddings=np.load(path / "item_embeddings.npy"),
-        popular_item_ids=np.load(path / "popular_item_ids.npy"),
-        manifest=json.loads((path / "manifest.json").read_text()),
-    )
-    if artifact.item_embeddings.shape[0] != artifact.item_ids.shape[0]:
-        raise RegistryError(f"model artifact {path}: item_embeddings and item_ids disagree in length: re-export it.")
-    return artifact
-
-
-# --- scoring ----------------------------------------------------------------------------------------
-
-
-class Ranked(NamedTuple):
-    """Top-k items for one user, best first."""
-
-    item_ids: np.ndarray
-    scores: np.ndarray
-
-
-def history_length(user_tower: Any) -> int:
-    """R of the tower's ``recent_item_ids`` input ``[B, R]`` (0 when the tower takes no recent items)."""
-    return int(user_tower.input[RECENT_ITEM_IDS].shape[-1]) if RECENT_ITEM_IDS in user_tower.input else 0
-
-
-def user_vectors(
-    user_tower: Any,
-    user_ids: Sequence[int] | np.ndarray,
-    user_features: np.ndarray,
-    recent_item_ids: Sequence[Any] | np.ndarray | None = None,
-) -> np.ndarray:
-    """Run the user tower: ids ``[B]`` + raw features ``[B, F]`` (+ recent item id lists) -> float32 ``[B, d]``.
-
-    ``recent_item_ids``: per user a list of item ids, newest first (or an int64 ``[B, R]`` array padded with
-    -1); lists are truncated/padded to the tower's R. None means no history (all padding).
-    """
-    ids = np.asarray(user_ids, np.int64).reshape(-1)
-    feats = np.asarray(user_features, np.float32).reshape(len(ids), -1)
-    expected = user_tower.input[USER_FEATURES].shape[-1]
-    if feats.shape[1] != expected:
-        raise ValueError(f"user_features has {feats.shape[1]} columns; the user tower expects {expected}.")
-    if len(ids) == 0:
-        return np.zeros((0, user_tower.output.shape[-1]), np.float32)
-    inputs = {USER_ID: ids, USER_FEATURES: feats}
-    length = history_length(user_tower)
-    if length:
-        lists = [None] * len(ids) if recent_item_ids is None else list(recent_item_ids)
-        if len(lists) != len(ids):
-            raise ValueError(f"recent_item_ids has {len(lists)} rows for {len(ids)} users: pass one list per user.")
-        inputs[RECENT_ITEM_IDS] = data.pad_recent(lists, length)
-    out = user_tower.predict(inputs, batch_size=4096, verbose=0)
-    return np.asarray(out, np.float32)
+# --- scoring (recsys.scoring) ------------------------------------------------------------------------
 
 
 def top_k(scores: np.ndarray, item_ids: np.ndarray, k: int, exclude: set[int] | None = None) -> Ranked:
     """The ``k`` best-scored items of one score row, skipping ``exclude``; ties keep item order."""
-    scores = scores.astype(np.float64, copy=True)
-    if exclude:
-        scores[np.isin(item_ids, np.fromiter(exclude, np.int64, len(exclude)))] = -np.inf
-    order = np.argsort(-scores, kind="stable")[: max(k, 0)]
-    order = order[np.isfinite(scores[order])]
-    return Ranked(item_ids[order].astype(np.int64), scores[order].astype(np.float32))
+    item_ids = np.asarray(item_ids, np.int64)
+    cols = top_k_indices(scores, k, columns_of(item_ids)(exclude) if exclude else None)
+    return Ranked(item_ids[cols], np.asarray(scores, np.float32)[cols])
 
 
 def recommend(
@@ -660,11 +553,10 @@ def recommend(
     exclude: Mapping[int, set[int]] | None = None,
     recent_item_ids: Sequence[Any] | None = None,
 ) -> list[Ranked]:
-    """Top-``k`` items per user by dot(user vector, item matrix); ``exclude[user_id]`` items are skipped."""
-    vectors = user_vectors(artifact.user_tower, user_ids, user_features, recent_item_ids)
-    scores = vectors @ artifact.item_embeddings.T
+    """Top-``k`` items per user (``Scorer.rank``); ``exclude[user_id]`` items are skipped."""
     exclude = exclude or {}
-    return [top_k(row, artifact.item_ids, k, exclude.get(int(u))) for u, row in zip(user_ids, scores, strict=True)]
+    skips = [exclude.get(int(u)) for u in user_ids]
+    return Scorer(artifact).rank(user_ids, user_features, k, recent_item_ids, skips)
 
 
 def latest_user_features(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -690,11 +582,12 @@ def model_scorer(
         recent_items = {int(u): v for u, v in frame[RECENT_ITEM_IDS].items() if v is not None}
     frame = frame.drop(columns=[RECENT_ITEM_IDS], errors="ignore")
     history = recent_items or {}
+    scorer = Scorer(trained)
 
     def score(user_ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(user_ids, np.int64)
         feats = frame.reindex(ids).fillna(0.0).to_numpy(np.float32)
         lists = [history.get(int(u)) for u in ids]
-        return user_vectors(trained.user_tower, ids, feats, lists) @ trained.item_embeddings.T
+        return scorer.scores(scorer.user_vectors(ids, feats, lists))
 
     return score

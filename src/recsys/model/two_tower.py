@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.artifact import RECENT_ITEM_IDS, USER_FEATURES, USER_ID
 from recsys.model.backend import use_tensorflow_backend
 
 use_tensorflow_backend()
@@ -41,9 +42,6 @@ use_tensorflow_backend()
 import keras  # noqa: E402  (the backend must be chosen first)
 from keras import ops  # noqa: E402
 
-USER_ID = "user_id"
-USER_FEATURES = "user_features"
-RECENT_ITEM_IDS = "recent_item_ids"
 USER_INDEX = "user_index"
 RECENT_ROWS = "recent_rows"
 ITEM_ID = "item_id"
@@ -56,7 +54,6 @@ PADDING_MASK = "padding_mask"
 RANK_PREFIX = "rank_"  # the labelled-impression part of a batch: the same user-core inputs, prefixed
 RANK_ITEM_ROW = RANK_PREFIX + ITEM_ROW
 RANK_LABEL = RANK_PREFIX + "label"
-PAD_ITEM_ID = -1
 MASKED_LOGIT = -1e9
 LOSSES = ("full_catalog", "in_batch", "mixed")
 

@@ -69,7 +69,8 @@ def decide(
 
 def _score(artifact_dir: Path, data: TrainingData, metric: str, k: int) -> float:
     from recsys.model.evaluate import evaluate
-    from recsys.model.train import load_artifact, model_scorer
+    from recsys.artifact import load_artifact
+    from recsys.model.train import model_scorer
 
     artifact = load_artifact(artifact_dir)
     metrics = evaluate(

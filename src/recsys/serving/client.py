@@ -19,20 +19,12 @@ from typing import IO, Any
 import httpx
 
 from recsys.config import Settings
-from recsys.errors import ConfigError, RecsysError
+from recsys.errors import ConfigError, ServingError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_READY_TIMEOUT_S = 180.0
 LOG_TAIL_LINES = 40
-
-
-class ServingError(RecsysError):
-    """A bento server did not start, or a request to it failed (``status_code`` set for HTTP errors)."""
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 def serving_env(settings: Settings) -> dict[str, str]:
@@ -136,15 +128,27 @@ def serve_bento(
             _stop(process)
 
 
-def recommend_http(base_url: str, user_id: int, k: int = 10, timeout_s: float = 30.0) -> dict[str, Any]:
-    """POST ``/recommend`` and return the JSON answer; :class:`ServingError` on a non-2xx status."""
+API_PREFIX = "/v1"
+
+
+def recommend_http(
+    base_url: str, user_id: int, k: int = 10, timeout_s: float = 30.0, api_key: str | None = None, **options: Any
+) -> dict[str, Any]:
+    """POST ``/v1/recommend`` and return the JSON answer; :class:`ServingError` on a non-2xx status."""
+    return post_json(base_url, "/recommend", {"user_id": user_id, "k": k, **options}, timeout_s, api_key)
+
+
+def post_json(
+    base_url: str, path: str, body: dict[str, Any], timeout_s: float = 30.0, api_key: str | None = None
+) -> dict[str, Any]:
+    """POST ``body`` to the service API at ``path`` (under /v1); the JSON answer or :class:`ServingError`."""
+    url = f"{base_url}{API_PREFIX}{path}"
+    headers = {"X-API-Key": api_key} if api_key else {}
     try:
-        response = httpx.post(f"{base_url}/recommend", json={"user_id": user_id, "k": k}, timeout=timeout_s)
+        response = httpx.post(url, json=body, timeout=timeout_s, headers=headers)
     except httpx.TransportError as exc:
-        raise ServingError(f"cannot reach {base_url}/recommend: {exc}") from exc
+        raise ServingError(f"cannot reach {url}: {exc}") from exc
     if response.status_code >= 400:
-        raise ServingError(
-            f"{base_url}/recommend answered {response.status_code}: {response.text}", response.status_code
-        )
+        raise ServingError(f"{url} answered {response.status_code}: {response.text}", response.status_code)
     result: dict[str, Any] = response.json()
     return result

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.serving.artifact import ITEM_EMBEDDINGS, ITEM_IDS, MANIFEST, POPULAR_ITEM_IDS, USER_TOWER
+from recsys.artifact import ITEM_EMBEDDINGS, ITEM_IDS, MANIFEST, POPULAR_ITEM_IDS, USER_TOWER
 
 EXAMPLE_FEATURE_NAMES = ["user_impressions_28d", "user_clicks_28d", "user_ctr_28d"]
 

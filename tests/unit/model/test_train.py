@@ -9,22 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.artifact import ARTIFACT_FILES, load_artifact
 from recsys.config import ModelSettings
-from recsys.errors import RegistryError, TrainingError
+from recsys.errors import ArtifactError, TrainingError
 from recsys.model.data import recent_items_by_user
 from recsys.model.train import (
-    ARTIFACT_FILES,
     TrainedModel,
     TrainOptions,
     export_artifact,
     latest_user_features,
-    load_artifact,
     model_scorer,
     recommend,
     train,
-    user_vectors,
     with_popularity_prior,
 )
+from recsys.scoring import Scorer
 
 CFG = ModelSettings(embedding_dim=8, epochs=25, batch_size=32, learning_rate=0.05, temperature=0.1, seed=3)
 METADATA = {
@@ -130,7 +129,7 @@ def test_export_refuses_incomplete_metadata_and_used_dirs(trained: TrainedModel,
     (tmp_path / "b" / "x").write_text("")
     with pytest.raises(TrainingError, match="not empty"):
         export_artifact(trained, tmp_path / "b", [1], METADATA)
-    with pytest.raises(RegistryError, match=r"user_tower\.keras"):
+    with pytest.raises(ArtifactError, match=r"user_tower\.keras"):
         load_artifact(tmp_path / "b")
 
 
@@ -203,7 +202,7 @@ def test_gpu_numerics_stay_finite_with_empty_histories(flags: dict[str, str]) ->
     model = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg, options=opts)
     assert np.all(np.isfinite(model.history)) and model.history[-1] < model.history[0]
     assert np.all(np.isfinite(model.item_embeddings))
-    assert np.all(np.isfinite(user_vectors(model.user_tower, [0, 99], np.zeros((2, 1)), [[], [100]])))
+    assert np.all(np.isfinite(Scorer(model).user_vectors([0, 99], np.zeros((2, 1)), [[], [100]])))
 
 
 @pytest.mark.slow
@@ -256,8 +255,8 @@ def test_an_ensemble_serves_the_mean_score_of_its_members(tmp_path: Path) -> Non
     assert joined.item_embeddings.shape == (20, 2 * cfg.embedding_dim)
     np.testing.assert_allclose(np.linalg.norm(joined.item_embeddings, axis=1), 1.0, rtol=1e-5)
     users, feats = [0, 15, 999], _features([0, 15, 999])
-    scores = [user_vectors(m.user_tower, users, feats, _recent(users)) @ m.item_embeddings.T for m in members]
-    both = user_vectors(joined.user_tower, users, feats, _recent(users)) @ joined.item_embeddings.T
+    scores = [Scorer(m).user_vectors(users, feats, _recent(users)) @ m.item_embeddings.T for m in members]
+    both = Scorer(joined).user_vectors(users, feats, _recent(users)) @ joined.item_embeddings.T
     np.testing.assert_allclose(both, (scores[0] + scores[1]) / 2, atol=1e-5)
     assert joined.history == pytest.approx(np.mean([m.history for m in members], axis=0).tolist())
     assert joined.options["ensemble"] == 2
@@ -282,8 +281,8 @@ def test_a_popularity_prior_adds_its_weight_times_log_count_to_every_score(
     prior = with_popularity_prior(trained, positives, 0.5)
     counts = positives["item_id"].value_counts().reindex(trained.item_ids).fillna(0).to_numpy()
     users, feats = [0, 15, 999], _features([0, 15, 999])
-    base = user_vectors(trained.user_tower, users, feats, _recent(users)) @ trained.item_embeddings.T
-    scores = user_vectors(prior.user_tower, users, feats, _recent(users)) @ prior.item_embeddings.T
+    base = Scorer(trained).user_vectors(users, feats, _recent(users)) @ trained.item_embeddings.T
+    scores = Scorer(prior).user_vectors(users, feats, _recent(users)) @ prior.item_embeddings.T
     np.testing.assert_allclose(scores, base + 0.5 * np.log1p(counts)[None, :], atol=1e-5)
     assert prior.item_embeddings.shape == (20, CFG.embedding_dim + 1) and prior.options["popularity_prior"] == 0.5
     # One artifact as before: it exports, loads (built-in layers only) and recommends the same.

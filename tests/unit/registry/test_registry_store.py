@@ -12,7 +12,7 @@ import yaml
 from recsys.config import Settings
 from recsys.errors import RegistryError
 from recsys.registry.store import bento_models, build_bento, get_model, list_models, save_model
-from recsys.serving.artifact import ARTIFACT_FILES
+from recsys.artifact import ARTIFACT_FILES
 from recsys.serving.testing import ExampleArtifact
 
 

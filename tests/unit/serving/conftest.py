@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from recsys.errors import FeatureStoreError
 from recsys.serving.recommender import Recommender
 from recsys.serving.testing import ExampleArtifact, write_example_artifact
-
-
-class DictUserFeatures:
-    """Test double of a feature source, for the recommender-logic tests only: features from a dict."""
-
-    def __init__(self, rows: dict[int, dict[str, float]], down: bool = False) -> None:
-        self.rows = rows
-        self.down = down
-        self.calls: list[int] = []
-
-    def user_features(self, user_id: int, names: Sequence[str]) -> list[float] | None:
-        self.calls.append(user_id)
-        if self.down:
-            raise FeatureStoreError("online store refused the connection")
-        row = self.rows.get(user_id)
-        return None if row is None else [float(row[name]) for name in names]
-
-
-@pytest.fixture
-def dict_features() -> type[DictUserFeatures]:
-    """The dict-backed feature source class (recommender-logic tests only)."""
-    return DictUserFeatures
 
 
 @pytest.fixture(scope="session")

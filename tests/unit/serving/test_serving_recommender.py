@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.errors import FeatureStoreError
-from recsys.serving.artifact import ArtifactError
-from recsys.serving.features import REASON_STORE_UNAVAILABLE, recommend_online, select_features
+from recsys.errors import ArtifactError, FeatureStoreError
+from recsys.serving.features import select_features
 from recsys.serving.recommender import (
     REASON_NO_FEATURES,
     REASON_UNKNOWN_USER,
@@ -99,37 +98,8 @@ def test_manifest_without_feature_names_is_rejected(artifact_copy: Path) -> None
 
 def test_item_matrix_of_wrong_dimension_is_rejected(artifact_copy: Path) -> None:
     np.save(artifact_copy / "item_embeddings.npy", np.ones((12, 3), dtype=np.float32))
-    with pytest.raises(ArtifactError, match="dimension 3"):
+    with pytest.raises(ArtifactError, match="item embeddings have 3"):
         Recommender(artifact_copy)
-
-
-def test_recommend_online_uses_the_source_features(
-    recommender: Recommender, example_artifact: ExampleArtifact, dict_features: type
-) -> None:
-    names = example_artifact.manifest["user_feature_names"]
-    source = dict_features({103: dict(zip(names, FEATURES, strict=True))})
-
-    result = recommend_online(recommender, source, 103, 5)
-
-    assert source.calls == [103]
-    assert result.fallback is False
-    assert result.item_ids == example_artifact.expected_ranking(103, FEATURES)[:5]
-
-
-def test_recommend_online_falls_back_when_the_store_is_down(
-    recommender: Recommender, example_artifact: ExampleArtifact, dict_features: type
-) -> None:
-    result = recommend_online(recommender, dict_features({}, down=True), 103, 2)
-
-    assert result.fallback is True and result.fallback_reason == REASON_STORE_UNAVAILABLE
-    assert result.item_ids == [int(i) for i in example_artifact.popular_item_ids[:2]]
-
-
-def test_recommend_online_checks_k_before_any_lookup(recommender: Recommender, dict_features: type) -> None:
-    source = dict_features({})
-    with pytest.raises(InvalidRequest):
-        recommend_online(recommender, source, 103, 0)
-    assert source.calls == []
 
 
 def test_select_features_orders_and_matches_full_names() -> None:
