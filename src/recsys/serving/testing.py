@@ -114,3 +114,48 @@ def _manifest(model_version: str | None) -> dict[str, Any]:
     if model_version:
         manifest["model_version"] = model_version
     return manifest
+
+
+def materialize_example_users(
+    settings: Any,
+    rows: dict[int, tuple[list[float], list[int]]],
+    day: str = "2024-01-07",
+) -> None:
+    """Write user marts for ``rows`` ({user_id: (EXAMPLE_FEATURE_NAMES values, recent items newest first)})
+    stamped at the end of ``day``, then apply the feature repo and materialize the user views into
+    ``settings``' online store: a real Feast store for the example artifact (its data interval ends 2024-01-08).
+    """
+    from datetime import UTC, date, datetime, timedelta
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recsys.features.store import apply, materialize
+
+    feature_day = date.fromisoformat(day)
+    stamp = datetime(feature_day.year, feature_day.month, feature_day.day, tzinfo=UTC) + timedelta(days=1)
+    users = sorted(rows)
+    ts = pa.timestamp("us", tz="UTC")
+    marts = settings.marts
+    marts.mkdir(parents=True, exist_ok=True)
+    stats = {
+        "user_id": pa.array(users, pa.int64()),
+        "feature_date": pa.array([feature_day] * len(users), pa.date32()),
+        "event_timestamp": pa.array([stamp] * len(users), ts),
+        "user_impressions_28d": pa.array([int(rows[u][0][0]) for u in users], pa.int64()),
+        "user_clicks_28d": pa.array([int(rows[u][0][1]) for u in users], pa.int64()),
+        "user_ctr_28d": pa.array([float(rows[u][0][2]) for u in users], pa.float64()),
+    }
+    pq.write_table(pa.table(stats), marts / "user_daily_features.parquet")
+    recent = {
+        "user_id": pa.array(users, pa.int64()),
+        "feature_date": pa.array([feature_day] * len(users), pa.date32()),
+        "event_timestamp": pa.array([stamp] * len(users), ts),
+        "recent_item_ids": pa.array([rows[u][1] for u in users], pa.list_(pa.int64())),
+    }
+    pq.write_table(pa.table(recent), marts / "user_recent_items.parquet")
+    apply(settings)
+    start = stamp - timedelta(days=30)
+    materialize(
+        settings, start, stamp + timedelta(seconds=1), ["user_stats", "user_recent_items"], chunk=timedelta(days=31)
+    )
