@@ -157,5 +157,5 @@ def materialize_example_users(
     apply(settings)
     start = stamp - timedelta(days=30)
     materialize(
-        settings, start, stamp + timedelta(seconds=1), ["user_stats", "user_recent_items"], chunk=timedelta(days=31)
+        settings, start, stamp, ["user_stats", "user_recent_items"], chunk=timedelta(days=31)
     )
