@@ -162,10 +162,14 @@ class OnlineRecommender:
         return Scored(user_id, ids, scores, self.model_version, False, reason)
 
     def ready(self) -> bool:
-        """True when the model is loaded and the store has answered (probed now if it has not yet)."""
+        """True once the model is loaded and the store has answered since start (probed now if it has not yet).
+
+        It stays true when the store goes down later: the service then answers from the fallback
+        (``degraded: true``), which beats a load balancer taking every replica out at once.
+        """
         if not self.store_answered:
             self.read_rows([0])
-        return self.store_answered and self.breaker.state != "open"
+        return self.store_answered
 
 
 T = TypeVar("T")
