@@ -15,6 +15,10 @@ from recsys.config import get_settings
 app = typer.Typer(help="BERT two-tower recommender workflow.", no_args_is_help=True, add_completion=False)
 sources_app = typer.Typer(help="Source databases.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
+bento_app = typer.Typer(
+    help="Built bentos and the production pointer (the bento `recsys serve` runs).", no_args_is_help=True
+)
+app.add_typer(bento_app, name="bento")
 
 Day = Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Data interval day (UTC).")]
 
@@ -119,13 +123,138 @@ def run_dag(day: Day) -> None:
 def recommend(
     user_id: list[int],
     k: int = 10,
-    bento: Annotated[str | None, typer.Option(help="Bento tag; default the latest build.")] = None,
+    bento: Annotated[
+        str | None, typer.Option(help="Bento tag; default the production bento, else the latest build.")
+    ] = None,
     port: int = 3000,
 ) -> None:
     """Serve a bento on localhost, ask it for recommendations, print them, stop it."""
     from recsys.demo import query_bento
+    from recsys.registry.production import production_bento
 
-    query_bento(get_settings(), user_id, k=k, bento_tag=bento, port=port)
+    settings = get_settings()
+    query_bento(settings, user_id, k=k, bento_tag=bento or production_bento(settings), port=port)
+
+
+def _run_foreground(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` until it exits, forwarding SIGINT/SIGTERM to it; its exit status (128+N if killed by N).
+
+    The child gets its own process group, so a terminal's Ctrl-C reaches it once, through us, not twice.
+    """
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(command, env=env, process_group=0)
+
+    def forward(signum: int, _frame: object) -> None:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 3000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Service worker processes; default RECSYS_SERVING__WORKERS or 1.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
+) -> None:
+    """Run the production bento in the foreground (`bentoml serve`) until SIGINT/SIGTERM."""
+    import sys
+
+    from recsys.errors import RegistryError
+    from recsys.registry.production import NEXT_STEP, pointer_path, production
+    from recsys.serving.client import bentoml_subprocess_env
+
+    settings = get_settings()
+    current = production(settings)
+    if current is None:
+        raise RegistryError(f"no production bento ({pointer_path(settings)} is absent): {NEXT_STEP}.")
+    env = {**bentoml_subprocess_env(settings), "RECSYS_SERVING__WORKERS": str(workers or settings.serving.workers)}
+    command = [sys.executable, "-m", "bentoml", "serve", current.bento, "--host", host, "--port", str(port)]
+    typer.echo(f"serving production bento {current.bento} (model {current.model}) at http://{host}:{port}", err=True)
+    code = _run_foreground(command, env)
+    if code:
+        raise typer.Exit(code)
+
+
+def _metrics_summary(metrics: dict[str, object], metric: str) -> str:
+    """``ndcg@10 0.1234 (pop 0.0567)``: the promotion metric of the model, and of popularity when recorded."""
+    model = metrics.get("model", metrics)
+    popularity = metrics.get("popularity")
+    if not isinstance(model, dict) or metric not in model:
+        return "-"
+    text = f"{metric} {float(model[metric]):.4f}"
+    if isinstance(popularity, dict) and metric in popularity:
+        text += f" (pop {float(popularity[metric]):.4f})"
+    return text
+
+
+def _day(value: str | None) -> str:
+    return value[:10] if value else "?"
+
+
+@bento_app.command("list")
+def bento_list() -> None:
+    """Built bentos, newest first: model, its holdout metric, data interval; * marks production."""
+    from recsys.registry.store import list_bentos
+
+    settings = get_settings()
+    bentos = list_bentos(settings)
+    if not bentos:
+        typer.echo(f"no {settings.bento_name} bento built yet: run the training DAG (recsys run --day YYYY-MM-DD).")
+        return
+    rows = [
+        (
+            "*" if b.is_production else "",
+            b.tag,
+            b.model or "(not exactly one model)",
+            _metrics_summary(b.metrics, settings.promotion_metric),
+            f"{_day(b.data_interval_start)}..{_day(b.data_interval_end)}" if b.data_interval_start else "-",
+            f"{b.created_at:%Y-%m-%d %H:%M:%S}",
+        )
+        for b in bentos
+    ]
+    header = ("", "BENTO", "MODEL", "METRICS", "DATA INTERVAL", "CREATED")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@bento_app.command("deploy")
+def bento_deploy(
+    tag: Annotated[str, typer.Argument(help="Bento tag (name:version, a version, or latest).")],
+    reason: Annotated[str, typer.Option(help="Recorded with the deploy.")] = "deploy",
+) -> None:
+    """Make a built bento the production one (what `recsys serve` runs)."""
+    from recsys.registry.production import deploy, production_bento
+
+    settings = get_settings()
+    before = production_bento(settings)
+    record = deploy(settings, tag, reason=reason)
+    if record.bento == before:
+        typer.echo(f"{record.bento} is already production (model {record.model}, since {record.deployed_at})")
+    else:
+        typer.echo(f"{before or '(none)'} -> {record.bento} (model {record.model})")
+
+
+@bento_app.command("rollback")
+def bento_rollback() -> None:
+    """Make the previous production bento current again (twice: back where you started)."""
+    from recsys.registry.production import production_bento, rollback
+
+    settings = get_settings()
+    before = production_bento(settings)
+    record = rollback(settings)
+    typer.echo(f"{before} -> {record.bento} (model {record.model})")
 
 
 @app.command()

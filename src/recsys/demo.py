@@ -33,11 +33,12 @@ def _describe(items: dict[int, dict[str, Any]], item_ids: list[int]) -> str:
 def query_bento(
     settings: Settings, user_ids: list[int], k: int = 10, bento_tag: str | None = None, port: int = 3000
 ) -> list[dict[str, Any]]:
-    """Serve a bento on localhost, ask it for ``user_ids``, print the answers, stop it."""
+    """Serve a bento (default: production, else the latest build) on localhost, ask it for ``user_ids``, stop it."""
     from recsys.registry import latest_bento
+    from recsys.registry.production import production_bento
     from recsys.serving.client import recommend_http, serve_bento
 
-    tag = bento_tag or latest_bento(settings)
+    tag = bento_tag or production_bento(settings) or latest_bento(settings)
     answers = []
     with serve_bento(settings, tag, port) as base_url:
         print(f"\nserving bento {tag} at {base_url}")

@@ -191,9 +191,10 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
 
 def evaluate_stage(settings: Settings, start: datetime) -> dict[str, Any]:
     """Model vs popularity on the time-based holdout; metrics go into the artifact's manifest."""
+    from recsys.artifact import load_artifact
     from recsys.model import training_set
     from recsys.model.evaluate import evaluate_side_by_side
-    from recsys.model.train import load_artifact, model_scorer
+    from recsys.model.train import model_scorer
 
     with stage("evaluate", _timings(settings), **_label(start)):
         out = run_dir(settings, start)
@@ -239,9 +240,20 @@ def gate_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str,
 
 
 def bento_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str, Any]:
-    """Build a versioned bento that names exactly this model version."""
+    """Build a versioned bento that names exactly this model version; deploy it if the gate promoted the model.
+
+    The production pointer moves only when the promotion gate's newest decision on ``model_tag`` promoted it
+    (and it is still the gate's production model); a refused candidate's bento is built but not deployed.
+    """
     from recsys.registry import build_bento
+    from recsys.registry.production import deploy_if_promoted, production_bento
 
     with stage("build_bento", _timings(settings), **_label(start)):
         bento_tag = build_bento(settings, model_tag)
-    return {"bento_tag": bento_tag, "model_tag": model_tag}
+        deployed = deploy_if_promoted(settings, bento_tag, model_tag)
+    return {
+        "bento_tag": bento_tag,
+        "model_tag": model_tag,
+        "deployed": deployed is not None,
+        "production_bento": production_bento(settings),
+    }

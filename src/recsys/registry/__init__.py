@@ -1,26 +1,39 @@
-"""Model registry (BentoML local model store) and bento builds pinned to one model version.
+"""Model registry (BentoML local model store), bento builds pinned to one model version, and the production
+pointer (the bento ``recsys serve`` runs).
 
 Importing this package is cheap: BentoML is imported inside the functions, after BENTOML_HOME is set.
 """
 
+from recsys.registry.production import DeployRecord, deploy, deployments, production_bento, rollback
 from recsys.registry.store import (
+    BentoInfo,
     RegisteredModel,
     bento_models,
     bentoml_for,
     build_bento,
     get_model,
     latest_bento,
+    list_bentos,
     list_models,
+    resolve_bento,
     save_model,
 )
 
 __all__ = [
+    "BentoInfo",
+    "DeployRecord",
     "RegisteredModel",
     "bento_models",
     "bentoml_for",
     "build_bento",
+    "deploy",
+    "deployments",
     "get_model",
     "latest_bento",
+    "list_bentos",
     "list_models",
+    "production_bento",
+    "resolve_bento",
+    "rollback",
     "save_model",
 ]

@@ -68,8 +68,8 @@ def decide(
 
 
 def _score(artifact_dir: Path, data: TrainingData, metric: str, k: int) -> float:
-    from recsys.model.evaluate import evaluate
     from recsys.artifact import load_artifact
+    from recsys.model.evaluate import evaluate
     from recsys.model.train import model_scorer
 
     artifact = load_artifact(artifact_dir)
@@ -91,11 +91,17 @@ def _record(settings: Settings, decision: GateDecision) -> None:
     with (folder / "decisions.jsonl").open("a") as fh:
         fh.write(json.dumps(asdict(decision)) + "\n")
     if decision.promoted:
-        tmp = folder / f".production.json.tmp-{os.getpid()}"
-        tmp.write_text(
-            json.dumps({"tag": decision.candidate, "since": decision.decided_at, "decision": asdict(decision)})
-        )
-        os.replace(tmp, folder / "production.json")
+        set_production_model(settings, decision.candidate, decision.decided_at, {"decision": asdict(decision)})
+
+
+def set_production_model(settings: Settings, tag: str, since: str, detail: dict[str, Any] | None = None) -> None:
+    """Make ``tag`` the model the next candidate must beat (the gate promotes; deploy and rollback follow the
+    production bento's model here, so the baseline is always the model being served)."""
+    folder = _registry_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".production.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"tag": tag, "since": since, **(detail or {})}))
+    os.replace(tmp, folder / "production.json")
 
 
 def evaluate_and_decide(

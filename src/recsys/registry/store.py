@@ -29,9 +29,9 @@ from types import ModuleType
 from typing import Any
 
 import recsys
+from recsys.artifact import ARTIFACT_FILES, check_artifact_dir, read_manifest
 from recsys.config import Settings, project_dir
-from recsys.errors import ConfigError, RegistryError
-from recsys.serving.artifact import ARTIFACT_FILES, ArtifactError, check_artifact_dir, read_manifest
+from recsys.errors import ArtifactError, ConfigError, RegistryError
 from recsys.serving.client import bentoml_subprocess_env
 
 log = logging.getLogger(__name__)
@@ -247,3 +247,66 @@ def latest_bento(settings: Settings) -> str:
             f"no {settings.bento_name} bento in {_home(settings)}: run the daily DAG (recsys run) first."
         )
     return str(max(bentos, key=lambda b: b.info.creation_time).tag)
+
+
+def resolve_bento(settings: Settings, bento_tag: str) -> str:
+    """The full ``name:version`` of a bento given as a full tag, a bare version of ``settings.bento_name``, or
+    ``latest``; RegistryError when it is not in the store."""
+    bentoml = bentoml_for(settings)
+    full = bento_tag if ":" in bento_tag else f"{settings.bento_name}:{bento_tag}"
+    try:
+        return str(bentoml.bentos.get(full).tag)
+    except bentoml.exceptions.NotFound:
+        raise RegistryError(
+            f"bento {full} is not in {_home(settings)}: build one with the training DAG (recsys run) or "
+            "build_bento, and see the built ones with `recsys bento list`."
+        ) from None
+    except bentoml.exceptions.BentoMLException as exc:
+        raise RegistryError(f"reading bento {full} from {_home(settings)} failed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class BentoInfo:
+    """One recommender bento in the store, with the model it names and that model's evaluation."""
+
+    tag: str
+    model: str | None  # None unless the bento names exactly one model
+    metrics: dict[str, Any]  # the model's metadata ``metrics`` (``{}`` when absent or the model is gone)
+    data_interval_start: str | None
+    data_interval_end: str | None
+    created_at: datetime
+    is_production: bool
+
+
+def list_bentos(settings: Settings) -> list[BentoInfo]:
+    """Every ``settings.bento_name`` bento in the store, newest first, marked when it is production."""
+    from recsys.registry.production import production_bento
+
+    bentoml = bentoml_for(settings)
+    try:
+        bentos = bentoml.bentos.list(settings.bento_name)
+    except bentoml.exceptions.NotFound:
+        bentos = []
+    current = production_bento(settings)
+    infos = []
+    for bento in sorted(bentos, key=lambda b: b.info.creation_time, reverse=True):
+        models = [str(model.tag) for model in bento.info.all_models]
+        model_tag = models[0] if len(models) == 1 else None
+        metadata: dict[str, Any] = {}
+        if model_tag is not None:
+            try:
+                metadata = get_model(settings, model_tag).metadata
+            except RegistryError:
+                log.warning("bento %s names model %s, which is not in the store", bento.tag, model_tag)
+        infos.append(
+            BentoInfo(
+                tag=str(bento.tag),
+                model=model_tag,
+                metrics=dict(metadata.get("metrics") or {}),
+                data_interval_start=metadata.get("data_interval_start"),
+                data_interval_end=metadata.get("data_interval_end"),
+                created_at=bento.info.creation_time,
+                is_production=str(bento.tag) == current,
+            )
+        )
+    return infos

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recsys.artifact import ARTIFACT_FILES
 from recsys.config import Settings
 from recsys.errors import RegistryError
 from recsys.registry.store import bento_models, build_bento, get_model, list_models, save_model
-from recsys.artifact import ARTIFACT_FILES
 from recsys.serving.testing import ExampleArtifact
 
 
