@@ -193,12 +193,24 @@ def stage_build_context(settings: Settings, target: Path) -> Path:
     return target
 
 
-def _run_build(settings: Settings, context: Path, model_tag: str) -> str:
-    version = model_tag.split(":", 1)[1]
+BINDING_LABELS = ("feature_service", "data_interval_start", "data_interval_end", "catalog_fingerprint")
+
+
+def bento_labels(model: RegisteredModel) -> dict[str, str]:
+    """What a bento records about its one model: the version, and what the service binds to at start."""
+    labels = {"model_version": model.version}
+    labels.update({key: str(model.metadata[key]) for key in BINDING_LABELS if model.metadata.get(key) is not None})
+    return labels
+
+
+def _run_build(settings: Settings, context: Path, model: RegisteredModel) -> str:
+    model_tag = model.tag
     command = [
         sys.executable, "-m", "bentoml", "build", ".", "--bentofile", "bentofile.yaml", "--output", "tag",
-        "--name", settings.bento_name, "--arg", f"model_tag={model_tag}", "--label", f"model_version={version}",
+        "--name", settings.bento_name, "--arg", f"model_tag={model_tag}",
     ]  # fmt: skip
+    for key, value in bento_labels(model).items():
+        command += ["--label", f"{key}={value}"]
     try:
         env = {**bentoml_subprocess_env(settings), "RECSYS_MODEL_TAG": model_tag}
     except ConfigError as exc:
@@ -224,7 +236,7 @@ def build_bento(settings: Settings, model_tag: str) -> str:
     context = Path(tempfile.mkdtemp(prefix="bento-", dir=build_root))
     try:
         stage_build_context(settings, context)
-        bento_tag = _run_build(settings, context, model.tag)
+        bento_tag = _run_build(settings, context, model)
     finally:
         shutil.rmtree(context, ignore_errors=True)
     named = bento_models(settings, bento_tag)

@@ -7,14 +7,13 @@ so a test can compute the expected user vector and ranking with numpy alone.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recsys.artifact import ITEM_EMBEDDINGS, ITEM_IDS, MANIFEST, POPULAR_ITEM_IDS, USER_TOWER
+from recsys.artifact import read_manifest, write_artifact
 
 EXAMPLE_FEATURE_NAMES = ["user_impressions_28d", "user_clicks_28d", "user_ctr_28d"]
 
@@ -76,7 +75,6 @@ def write_example_artifact(
 ) -> ExampleArtifact:
     """Write a tiny artifact (user ids 101.., item ids 1001..) into ``directory`` and return its numbers."""
     rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
     n_features = len(EXAMPLE_FEATURE_NAMES)
     user_ids = np.arange(101, 101 + n_users, dtype=np.int64)
     item_ids = np.arange(1001, 1001 + n_items, dtype=np.int64)
@@ -89,12 +87,8 @@ def write_example_artifact(
     tower = _user_tower(user_ids, n_features, emb_dim, out_dim)
     tower.get_layer("user_embedding").set_weights([user_embedding])
     tower.get_layer("user_dense").set_weights([kernel, bias])
-    tower.save(directory / USER_TOWER)
-    np.save(directory / ITEM_IDS, item_ids)
-    np.save(directory / ITEM_EMBEDDINGS, item_embeddings)
-    np.save(directory / POPULAR_ITEM_IDS, popular_item_ids)
-    manifest = _manifest(model_version)
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_artifact(directory, tower, item_ids, item_embeddings, popular_item_ids, _manifest(model_version))
+    manifest = read_manifest(directory)
     return ExampleArtifact(
         directory, user_ids, item_ids, item_embeddings, popular_item_ids, user_embedding, kernel, bias, manifest
     )
@@ -156,6 +150,4 @@ def materialize_example_users(
     pq.write_table(pa.table(recent), marts / "user_recent_items.parquet")
     apply(settings)
     start = stamp - timedelta(days=30)
-    materialize(
-        settings, start, stamp, ["user_stats", "user_recent_items"], chunk=timedelta(days=31)
-    )
+    materialize(settings, start, stamp, ["user_stats", "user_recent_items"], chunk=timedelta(days=31))

@@ -82,6 +82,12 @@ def test_bento_pins_exactly_the_requested_model(settings: Settings, registry_art
     bento_dir = settings.bentoml_home / "bentos" / name / version  # type: ignore[operator]
     info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
     assert info["args"] == {"model_tag": pinned}
+    # the bento records its one model and what the service binds to at start
+    manifest = registry_artifact.manifest
+    assert info["labels"]["model_version"] == pinned.split(":")[1]
+    assert info["labels"]["feature_service"] == manifest["feature_service"]
+    assert info["labels"]["data_interval_end"] == manifest["data_interval_end"]
+    assert info["labels"]["catalog_fingerprint"] == get_model(settings, pinned).metadata["catalog_fingerprint"]
     assert [m["tag"] for service in info["services"] for m in service["models"]] == [pinned]
     assert newer not in (bento_dir / "bento.yaml").read_text()
     # self-contained: the service and the recsys package source travel in the bento, nothing is locked

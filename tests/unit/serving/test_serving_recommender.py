@@ -96,7 +96,16 @@ def test_manifest_without_feature_names_is_rejected(artifact_copy: Path) -> None
         Recommender(artifact_copy)
 
 
+def test_an_item_matrix_changed_after_export_is_rejected(artifact_copy: Path) -> None:
+    np.save(artifact_copy / "item_embeddings.npy", np.ones((12, 8), dtype=np.float32))
+    with pytest.raises(ArtifactError, match="catalog_fingerprint"):
+        Recommender(artifact_copy)
+
+
 def test_item_matrix_of_wrong_dimension_is_rejected(artifact_copy: Path) -> None:
+    manifest = json.loads((artifact_copy / "manifest.json").read_text())
+    del manifest["catalog_fingerprint"]  # an artifact from before the fingerprint: the shapes are still checked
+    (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
     np.save(artifact_copy / "item_embeddings.npy", np.ones((12, 3), dtype=np.float32))
     with pytest.raises(ArtifactError, match="item embeddings have 3"):
         Recommender(artifact_copy)
