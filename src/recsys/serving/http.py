@@ -7,12 +7,12 @@ is wrong: 401 (API key), 404 (an item not in the catalog), 422 (a field out of r
 outside int64).
 """
 
-
 import secrets
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +24,9 @@ from recsys.serving.runtime import Batcher, OnlineRecommender, RecommendRequest,
 API_KEY_HEADER = "X-API-Key"
 MAX_BATCH_USERS = 100
 
-Id = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, description="a 64-bit integer id")]
+Id = Annotated[
+    int, Field(ge=INT64_MIN, le=INT64_MAX, description="a 64-bit integer id", json_schema_extra={"format": "int64"})
+]
 K = Annotated[int, Field(ge=MIN_K, le=MAX_K, description=f"how many items, {MIN_K}..{MAX_K}")]
 
 
@@ -128,6 +130,7 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "the body is not parseable JSON (e.g. not UTF-8)"},
     401: {"model": ErrorResponse, "description": "missing or wrong API key"},
     422: {"model": ErrorResponse, "description": "a field is missing or out of range"},
 }
@@ -214,4 +217,25 @@ def create_app(get_runtime: Callable[[], OnlineRecommender], max_batch: int = 64
             }
         )
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = _exact_int64_bounds(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _exact_int64_bounds(node: Any) -> Any:
+    """FastAPI's OpenAPI model types minimum/maximum as floats (2^63 - 1 becomes 9.223372036854776e18 = 2^63):
+    publish the int64 bounds exactly."""
+    if isinstance(node, dict):
+        if node.get("format") == "int64" and "minimum" in node:
+            node["minimum"], node["maximum"] = INT64_MIN, INT64_MAX
+        for value in node.values():
+            _exact_int64_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _exact_int64_bounds(value)
+    return node

@@ -35,6 +35,7 @@ from recsys.serving.recommender import (
 log = logging.getLogger(__name__)
 
 WARN_EVERY_S = 10.0
+REBIND_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ class OnlineRecommender:
         self.api_key = api_key
         self.store_answered = False
         self.binding: Any = None  # recsys.serving.startup.Binding, set at start
+        # Started with degraded_ok on a bad binding: answer from the fallback until ``rebind()`` finds no problem.
+        self.rebind: Callable[[], list[str]] | None = None
+        self.unbound: list[str] = []
+        self._next_rebind = 0.0
         self._last_warning = 0.0
         self._lock = threading.Lock()
 
@@ -92,7 +97,7 @@ class OnlineRecommender:
 
     def read_rows(self, user_ids: Sequence[int]) -> list[UserRow] | None:
         """The users' rows in one store read, or None when the store is down or the circuit is open."""
-        if self.rows is None or not self.breaker.allow():
+        if self.rows is None or (self.unbound and not self._rebound()) or not self.breaker.allow():
             return None
         try:
             rows = self.rows.read(list(user_ids))
@@ -103,6 +108,22 @@ class OnlineRecommender:
         self.breaker.record_success()
         self.store_answered = True
         return rows
+
+    def _rebound(self) -> bool:
+        """Re-check a bad binding at most every ``REBIND_EVERY_S``; True once the store serves the model."""
+        now = time.monotonic()
+        if self.rebind is None or now < self._next_rebind:
+            return False
+        self._next_rebind = now + REBIND_EVERY_S
+        try:
+            self.unbound = self.rebind()
+        except Exception as exc:  # the check itself failing keeps the service degraded, never down
+            self.unbound = [f"binding check failed: {exc}"]
+        if self.unbound:
+            self._warn("still serving the fallback: " + " ".join(self.unbound))
+            return False
+        log.info("the online store now serves %s: answering from the model", self.feature_service)
+        return True
 
     def _warn(self, message: str) -> None:
         now = time.monotonic()
@@ -165,8 +186,11 @@ class OnlineRecommender:
         """True once the model is loaded and the store has answered since start (probed now if it has not yet).
 
         It stays true when the store goes down later: the service then answers from the fallback
-        (``degraded: true``), which beats a load balancer taking every replica out at once.
+        (``degraded: true``), which beats a load balancer taking every replica out at once. Started with
+        ``degraded_ok`` on a bad binding, the operator chose fallback answers: ready once the model is loaded.
         """
+        if self.unbound or self.rows is None:  # only when started with degraded_ok
+            return True
         if not self.store_answered:
             self.read_rows([0])
         return self.store_answered

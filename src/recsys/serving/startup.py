@@ -3,7 +3,8 @@
 At start the service checks that the Feast registry serves the model's feature service with every feature the
 model reads, and that the newest materialization of that service's views reaches the model's data interval
 end minus ``serving.max_staleness``. Otherwise it refuses to start with an error that says what to run, unless
-``serving.degraded_ok`` is set (then it starts and answers from the fallback until the store serves it).
+``serving.degraded_ok`` is set: then it starts, answers from the fallback (``degraded: true``) and re-checks the
+binding every 30 s, answering from the model once the store serves it.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def start_runtime(settings: Settings, artifact_dir: Path, model_version: str) ->
     breaker = CircuitBreaker(settings.serving.breaker_failures, settings.serving.breaker_reset_s)
     runtime = OnlineRecommender(recommender, rows, breaker, feature_service, api_key(settings))
     runtime.binding = binding
+    if binding.problems:  # degraded_ok: the fallback answers until a re-check of the binding passes
+        runtime.unbound = list(binding.problems)
+        runtime.rebind = lambda: check_binding(settings, recommender, feature_service).problems
     log.info(
         "serving %s: feature service %s, data interval end %s, catalog %s, store materialized to %s",
         model_version,
