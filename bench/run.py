@@ -139,6 +139,12 @@ def _model_throughput() -> dict:
     return model_throughput.run()
 
 
+def _serving() -> dict:
+    from bench import serving
+
+    return serving.run()
+
+
 BENCHES = {
     "extract_sqlite": bench_extract,
     "extract_services": _service_extract,
@@ -146,6 +152,7 @@ BENCHES = {
     "transform_validate": _transform_validate,
     "model_quality": _model_quality,
     "model_throughput": _model_throughput,
+    "serving": _serving,
 }
 
 

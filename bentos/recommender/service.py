@@ -34,7 +34,9 @@ class BentoArgs(BaseModel):
 
 args = bentoml.use_arguments(BentoArgs)
 
-api = create_app(lambda: bentoml.get_current_service().runtime)
+api = create_app(
+    lambda: bentoml.get_current_service().runtime, max_batch=int(os.environ.get("RECSYS_SERVING__MAX_BATCH", "64"))
+)
 
 
 @bentoml.asgi_app(api, path=API_PATH)

@@ -149,7 +149,7 @@ def create_app(get_runtime: Callable[[], OnlineRecommender], max_batch: int = 64
     batchers: dict[int, Batcher[RecommendRequest, Any]] = {}
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="set when the service has a key")
 
-    def runtime(key: Annotated[str | None, Security(header)]) -> OnlineRecommender:
+    async def runtime(key: Annotated[str | None, Security(header)]) -> OnlineRecommender:  # no thread hop
         current = get_runtime()
         if current.api_key and not (key and secrets.compare_digest(key.encode(), current.api_key.encode())):
             raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header")

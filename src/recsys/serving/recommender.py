@@ -86,17 +86,20 @@ def _walk_layers(layer: Any) -> list[Any]:
 
 
 def user_vocabulary(tower: Any) -> frozenset[int] | None:
-    """The user ids the tower knows (its ``IntegerLookup`` vocabulary), or None if it has no single one."""
+    """The user ids the tower knows (its user ``IntegerLookup`` vocabulary), or None if it has no single one.
+
+    An ensemble has one user lookup per member, all over the same training users: one vocabulary.
+    """
     import keras
 
     lookups = [layer for layer in _walk_layers(tower) if isinstance(layer, keras.layers.IntegerLookup)]
     if len(lookups) > 1:
         lookups = [layer for layer in lookups if "user" in layer.name] or lookups
-    if len(lookups) != 1:
-        log.warning("user tower has %d IntegerLookup layers: treating every user id as known", len(lookups))
+    vocabularies = {frozenset(int(v) for v in layer.get_vocabulary(include_special_tokens=False)) for layer in lookups}
+    if len(vocabularies) != 1:
+        log.warning("user tower has %d distinct user vocabularies: treating every user id as known", len(vocabularies))
         return None
-    vocabulary = lookups[0].get_vocabulary(include_special_tokens=False)
-    return frozenset(int(v) for v in vocabulary)
+    return vocabularies.pop()
 
 
 class Recommender:

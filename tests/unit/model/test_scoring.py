@@ -62,7 +62,7 @@ def test_numpy_tower_equals_keras(pooling: str, hidden: int, members: int) -> No
 def test_a_tower_with_attention_runs_as_a_compiled_function() -> None:
     tower = _tower("attention")
     inputs = _inputs()
-    with pytest.raises(UnsupportedLayer, match="Cropping1D|MultiHeadAttention"):
+    with pytest.raises(UnsupportedLayer, match=r"Cropping1D|MultiHeadAttention"):
         NumpyTower(tower)
     np.testing.assert_allclose(CompiledTower(tower)(inputs), tower.predict(inputs, verbose=0), atol=2e-6)
 
@@ -112,3 +112,9 @@ def test_columns_of_maps_ids_to_rows_and_skips_unknown_ids() -> None:
     cols = columns_of(np.array([30, 10, 20], np.int64))
     assert cols([20, 99, 30]).tolist() == [2, 0]
     assert cols([]).tolist() == []
+
+
+def test_an_ensembles_user_vocabulary_is_its_members_one_vocabulary() -> None:
+    from recsys.serving.recommender import user_vocabulary
+
+    assert user_vocabulary(_tower(members=3)) == frozenset(range(1, N_USERS + 1))
