@@ -279,10 +279,10 @@ def train_run(name: str, planted: Planted, items_df: pd.DataFrame, sizes: Sizes,
     """One two-tower training run through the project's model build; returns its measurements."""
     import keras
 
+    from recsys.artifact import USER_FEATURES
     from recsys.config import ModelSettings
     from recsys.model import data
     from recsys.model import train as trainer
-    from recsys.artifact import USER_FEATURES
     from recsys.model.two_tower import RECENT_ROWS, USER_INDEX
 
     cfg = ModelSettings(
