@@ -42,6 +42,12 @@ def serving_env(settings: Settings) -> dict[str, str]:
         "FEATURE_SERVICE_VERSION": settings.feature_service_version,
     }
     env.update({f"RECSYS_{key}": str(value) for key, value in fields.items() if value is not None})
+    serving = settings.serving
+    for name, value in serving.model_dump(mode="json").items():  # the service's own section (ISO durations)
+        if value is not None:
+            env[f"RECSYS_SERVING__{name.upper()}"] = str(value)
+    if serving.api_key is not None:  # model_dump masks secrets; the service needs the key itself
+        env["RECSYS_SERVING__API_KEY"] = serving.api_key.get_secret_value()
     return env
 
 
@@ -68,11 +74,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _tail(log_file: IO[bytes]) -> str:
+def _log_text(log_file: IO[bytes]) -> str:
     log_file.flush()
     log_file.seek(0)
-    lines = log_file.read().decode(errors="replace").splitlines()
-    return "\n".join(lines[-LOG_TAIL_LINES:])
+    return log_file.read().decode(errors="replace")
+
+
+def _tail(log_file: IO[bytes]) -> str:
+    return "\n".join(_log_text(log_file).splitlines()[-LOG_TAIL_LINES:])
+
+
+STARTUP_FAILED = "Application startup failed"  # uvicorn's line when the service's __init__ raised
 
 
 def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log_file: IO[bytes], timeout_s: float) -> None:
@@ -80,6 +92,10 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log_file: IO[by
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServingError(f"bentoml serve exited with {process.returncode} before ready:\n{_tail(log_file)}")
+        text = _log_text(log_file)
+        if STARTUP_FAILED in text:  # BentoML would restart the worker forever: fail now, with the reason
+            failed = text[: text.index(STARTUP_FAILED)].splitlines()[-LOG_TAIL_LINES:]
+            raise ServingError("the bento refused to start (its service raised):\n" + "\n".join(failed))
         try:
             if httpx.get(f"{base_url}/readyz", timeout=2.0).status_code == 200:
                 return

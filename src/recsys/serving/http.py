@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from recsys.errors import InvalidRequest
 from recsys.serving.recommender import INT64_MAX, INT64_MIN, MAX_EXCLUDED, MAX_K, MAX_SCORED, MIN_K
@@ -24,10 +24,22 @@ from recsys.serving.runtime import Batcher, OnlineRecommender, RecommendRequest,
 API_KEY_HEADER = "X-API-Key"
 MAX_BATCH_USERS = 100
 
+
+def _not_a_bool(value: Any) -> Any:
+    """JSON true/false are not integers (pydantic's lax mode would read true as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
 Id = Annotated[
-    int, Field(ge=INT64_MIN, le=INT64_MAX, description="a 64-bit integer id", json_schema_extra={"format": "int64"})
+    int,
+    Field(ge=INT64_MIN, le=INT64_MAX, description="a 64-bit integer id", json_schema_extra={"format": "int64"}),
+    BeforeValidator(_not_a_bool),
 ]
-K = Annotated[int, Field(ge=MIN_K, le=MAX_K, description=f"how many items, {MIN_K}..{MAX_K}")]
+K = Annotated[
+    int, Field(ge=MIN_K, le=MAX_K, description=f"how many items, {MIN_K}..{MAX_K}"), BeforeValidator(_not_a_bool)
+]
 
 
 class RecommendBody(BaseModel):
@@ -37,7 +49,7 @@ class RecommendBody(BaseModel):
 
     user_id: Id
     k: K = 10
-    exclude_seen: bool = Field(True, description="leave out the user's seen (recent) items from the online store")
+    exclude_seen: StrictBool = Field(True, description="leave out the user's seen (recent) items from the online store")
     exclude_item_ids: list[Id] = Field(
         default_factory=list, max_length=MAX_EXCLUDED, description="item ids the answer must not contain"
     )
@@ -220,11 +232,20 @@ def create_app(get_runtime: Callable[[], OnlineRecommender], max_batch: int = 64
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            app.openapi_schema = _exact_int64_bounds(schema)
+            app.openapi_schema = _optional_key(_exact_int64_bounds(schema))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _optional_key(schema: dict[str, Any]) -> dict[str, Any]:
+    """The API key is required only when the service has one: publish "no key" as an alternative."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if operation.get("security"):
+                operation["security"] = [{}, *operation["security"]]
+    return schema
 
 
 def _exact_int64_bounds(node: Any) -> Any:

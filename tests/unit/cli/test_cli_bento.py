@@ -228,9 +228,14 @@ def test_recsys_serve_runs_the_production_bento_until_sigterm(home: Built, tmp_p
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
     finally:
-        if process.poll() is None:
+        if process.poll() is None:  # a failed assertion above: take the bento server down with it
+            import psutil
+
+            children = psutil.Process(process.pid).children(recursive=True)
             process.kill()
             process.wait()
+            for child in children:
+                child.kill()
         log.close()
 
     assert answer["model_version"] == home.model_a
