@@ -537,7 +537,11 @@ def run() -> dict[str, Any]:
         recent_items_limit=RECENT_LIMIT,
     )  # fmt: skip
     stamp = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    result: dict[str, Any] = {"online_store": "redis", "redis": f"{REDIS_HOST}:{REDIS_PORT} db {db}"}
+    result: dict[str, Any] = {
+        "online_store": "redis",
+        "redis": f"{REDIS_HOST}:{REDIS_PORT} db {db}",
+        "workers": settings.serving.workers,  # the bento's (RECSYS_SERVING__WORKERS); the floor has one
+    }
     try:
         _stage(f"setup in {home} (Redis DB {db})")
         artifact_dir = home / "artifact"

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from planted import planted_items
 
 from recsys.artifact import ARTIFACT_FILES, load_artifact
 from recsys.config import ModelSettings
@@ -35,20 +36,6 @@ METADATA = {
     "code_version": "test",
     "bert_checkpoint": "tiny",
 }
-
-
-def planted_items(text_dim: int = 8) -> pd.DataFrame:
-    """Items 100-109 are topic A, 110-119 topic B: text vectors near two orthogonal directions."""
-    rng = np.random.default_rng(0)
-    centres = np.eye(text_dim, dtype=np.float32)[:2]
-    vectors = [centres[i // 10] + 0.3 * rng.normal(size=text_dim).astype(np.float32) for i in range(20)]
-    return pd.DataFrame(
-        {
-            "item_id": np.arange(100, 120, dtype=np.int64),
-            "embedding": [v / np.linalg.norm(v) for v in vectors],
-            "item_clicks_28d": rng.integers(0, 50, 20).astype(float),
-        }
-    )
 
 
 def planted_interactions() -> pd.DataFrame:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from planted import planted_items
 
 from recsys.artifact import ModelArtifact, load_artifact
 from recsys.config import ModelSettings, Settings
@@ -63,19 +64,6 @@ def _user_features(user: int) -> list[float]:
     return [float(impressions), float(clicks), clicks / impressions]
 
 
-def _items() -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    centres = np.eye(8, dtype=np.float32)[:2]
-    vectors = [centres[i // 10] + 0.3 * rng.normal(size=8).astype(np.float32) for i in range(20)]
-    return pd.DataFrame(
-        {
-            "item_id": np.arange(100, 120, dtype=np.int64),
-            "embedding": [v / np.linalg.norm(v) for v in vectors],
-            "item_clicks_28d": rng.integers(0, 50, 20).astype(float),
-        }
-    )
-
-
 def _interactions() -> pd.DataFrame:
     """7 positives per user on their topic, an hour apart; the user's features on every row."""
     rng = np.random.default_rng(1)
@@ -99,7 +87,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def trained() -> TrainedModel:
-    return train(_interactions(), _items(), FEATURES, ["item_clicks_28d"], CFG)
+    return train(_interactions(), planted_items(), FEATURES, ["item_clicks_28d"], CFG)
 
 
 @pytest.fixture(scope="module")
