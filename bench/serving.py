@@ -536,6 +536,8 @@ def run() -> dict[str, Any]:
         home=home, online_store="redis", redis_url=f"{REDIS_HOST}:{REDIS_PORT},db={db}",
         recent_items_limit=RECENT_LIMIT,
     )  # fmt: skip
+    if "RECSYS_SERVING__WORKERS" not in os.environ:  # as in production: one worker per core (the floor has one)
+        settings.serving.workers = os.cpu_count() or 1
     stamp = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     result: dict[str, Any] = {
         "online_store": "redis",
