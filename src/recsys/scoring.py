@@ -250,22 +250,29 @@ _LAYERS: dict[str, Callable[[Any], Callable[..., np.ndarray]]] = {
 class NumpyTower:
     """A Keras functional user tower of built-in layers, run as numpy (``UnsupportedLayer`` otherwise).
 
-    The graph (nested functional models inlined) is flattened once into a list of numpy steps, so a call
-    costs the layers' arithmetic and a few dict lookups, no Keras.
+    The graph (nested functional models inlined: their inputs and outputs are aliases of the outer tensors, so
+    inlining costs nothing per call) is flattened once into a list of numpy steps: a call costs the layers'
+    arithmetic and a few dict lookups, no Keras.
     """
 
     def __init__(self, model: Any) -> None:
         import keras
 
         self._tensor_type = keras.KerasTensor
+        self._flatten = keras.tree.flatten
         self.model = model
-        self._steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], list[int]]] = []
+        self._steps: list[tuple[Callable[..., Any], tuple[Any, ...], list[int]]] = []
+        self._alias: dict[int, int] = {}  # a nested model's tensor -> the slot that holds its value
         self._seen_models: set[int] = set()
         self._inputs = {name: id(tensor) for name, tensor in model.input.items()}
-        self._outputs = self._inline(model)
+        self._inline(model)
+        self._output = self._slot(model.outputs[0])
 
-    def _inline(self, model: Any) -> list[int]:
-        """Append ``model``'s steps; return the slots of its outputs."""
+    def _slot(self, tensor: Any) -> int:
+        return self._alias.get(id(tensor), id(tensor))
+
+    def _inline(self, model: Any) -> None:
+        """Append ``model``'s steps."""
         if id(model) in self._seen_models:
             raise UnsupportedLayer(f"the sub-model {model.name} is called twice")
         self._seen_models.add(id(model))
@@ -274,56 +281,46 @@ class NumpyTower:
                 op = node.operation
                 if not op or node.is_input:
                     continue
-                outputs = [id(t) for t in node.outputs]
-                if hasattr(op, "_nodes_by_depth"):  # a nested functional model: alias its inputs, inline it
-                    import keras
-
-                    inner_inputs = [id(t) for t in op.inputs]
-                    outer_inputs = [id(t) for t in keras.tree.flatten(node.arguments.args)]
-                    if len(inner_inputs) != len(outer_inputs):
+                if hasattr(op, "_nodes_by_depth"):  # a nested functional model
+                    outer_inputs = self._flatten(node.arguments.args)
+                    if len(op.inputs) != len(outer_inputs):
                         raise UnsupportedLayer(f"sub-model {op.name} called with {len(outer_inputs)} inputs")
-                    for inner, outer in zip(inner_inputs, outer_inputs, strict=True):
-                        self._steps.append((_alias, (_Slot(outer),), {}, [inner]))
-                    inner_outputs = self._inline(op)
-                    for inner, outer in zip(inner_outputs, outputs, strict=True):
-                        self._steps.append((_alias, (_Slot(inner),), {}, [outer]))
+                    for inner, outer in zip(op.inputs, outer_inputs, strict=True):
+                        self._alias[id(inner)] = self._slot(outer)
+                    self._inline(op)
+                    for inner, outer in zip(op.outputs, node.outputs, strict=True):
+                        self._alias[id(outer)] = self._slot(inner)
                     continue
                 kind = type(op).__name__
                 build = _LAYERS.get(kind)
                 if build is None:
                     raise UnsupportedLayer(f"{kind} ({op.name})")
+                if any(v is not None for v in node.arguments.kwargs.values()):
+                    raise UnsupportedLayer(f"{kind} ({op.name}) called with {sorted(node.arguments.kwargs)}")
                 args = tuple(self._template(a) for a in node.arguments.args)
-                kwargs = {k: self._template(v) for k, v in node.arguments.kwargs.items()}
-                if any(v is not None for v in kwargs.values()):
-                    raise UnsupportedLayer(f"{kind} ({op.name}) called with {sorted(kwargs)}")
-                self._steps.append((build(op), args, {}, outputs))
-        return [id(t) for t in model.outputs]
+                self._steps.append((build(op), args, [id(t) for t in node.outputs]))
 
     def _template(self, value: Any) -> Any:
         if isinstance(value, self._tensor_type):
-            return _Slot(id(value))
+            return _Slot(self._slot(value))
         if isinstance(value, list | tuple):
             return [self._template(v) for v in value]
         return value
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         values: dict[int, Any] = {slot: inputs[name] for name, slot in self._inputs.items()}
-        for fn, args, _, outputs in self._steps:
+        for fn, args, outputs in self._steps:
             result = fn(*[_resolve(a, values) for a in args])
             if len(outputs) == 1:
                 values[outputs[0]] = result
             else:
                 for slot, value in zip(outputs, result, strict=True):
                     values[slot] = value
-        return np.asarray(values[self._outputs[0]], np.float32)
+        return np.asarray(values[self._output], np.float32)
 
 
 class _Slot(NamedTuple):
     slot: int
-
-
-def _alias(x: Any) -> Any:
-    return x
 
 
 def _resolve(template: Any, values: dict[int, Any]) -> Any:

@@ -147,19 +147,27 @@ def _registered(model: Any) -> RegisteredModel:
     )
 
 
+def _stored(settings: Settings, kind: str, full: str, missing: str) -> Any:
+    """``bentoml.models.get(full)`` (``kind`` "model") or ``bentoml.bentos.get(full)`` ("bento"); a
+    RegistryError that says ``missing`` when it is not in the store."""
+    bentoml = bentoml_for(settings)
+    store = bentoml.models if kind == "model" else bentoml.bentos
+    try:
+        return store.get(full)
+    except bentoml.exceptions.NotFound:
+        raise RegistryError(missing) from None
+    except bentoml.exceptions.BentoMLException as exc:
+        raise RegistryError(f"reading {kind} {full} from {_home(settings)} failed: {exc}") from exc
+
+
 def get_model(settings: Settings, tag: str = "latest") -> RegisteredModel:
     """The registered model ``tag`` (a version, ``latest`` or ``name:version``); RegistryError if absent."""
-    bentoml = bentoml_for(settings)
     full = _full_tag(settings, tag)
-    try:
-        return _registered(bentoml.models.get(full))
-    except bentoml.exceptions.NotFound:
-        raise RegistryError(
-            f"model {full} is not in the model store {_home(settings)}: register one with save_model "
-            "(the training DAG's register step), or list versions with list_models."
-        ) from None
-    except bentoml.exceptions.BentoMLException as exc:
-        raise RegistryError(f"reading model {full} from {_home(settings)} failed: {exc}") from exc
+    missing = (
+        f"model {full} is not in the model store {_home(settings)}: register one with save_model "
+        "(the training DAG's register step), or list versions with list_models."
+    )
+    return _registered(_stored(settings, "model", full, missing))
 
 
 def list_models(settings: Settings) -> list[RegisteredModel]:
@@ -174,12 +182,8 @@ def list_models(settings: Settings) -> list[RegisteredModel]:
 
 def bento_models(settings: Settings, bento_tag: str) -> list[str]:
     """The model tags a built bento names (a correctly built recommender bento names exactly one)."""
-    bentoml = bentoml_for(settings)
-    try:
-        bento = bentoml.bentos.get(bento_tag)
-    except bentoml.exceptions.NotFound:
-        raise RegistryError(f"bento {bento_tag} is not in {_home(settings)}: build it with build_bento.") from None
-    return [str(model.tag) for model in bento.info.all_models]
+    missing = f"bento {bento_tag} is not in {_home(settings)}: build it with build_bento."
+    return [str(model.tag) for model in _stored(settings, "bento", bento_tag, missing).info.all_models]
 
 
 def stage_build_context(settings: Settings, target: Path) -> Path:
@@ -264,17 +268,12 @@ def latest_bento(settings: Settings) -> str:
 def resolve_bento(settings: Settings, bento_tag: str) -> str:
     """The full ``name:version`` of a bento given as a full tag, a bare version of ``settings.bento_name``, or
     ``latest``; RegistryError when it is not in the store."""
-    bentoml = bentoml_for(settings)
     full = bento_tag if ":" in bento_tag else f"{settings.bento_name}:{bento_tag}"
-    try:
-        return str(bentoml.bentos.get(full).tag)
-    except bentoml.exceptions.NotFound:
-        raise RegistryError(
-            f"bento {full} is not in {_home(settings)}: build one with the training DAG (recsys run) or "
-            "build_bento, and see the built ones with `recsys bento list`."
-        ) from None
-    except bentoml.exceptions.BentoMLException as exc:
-        raise RegistryError(f"reading bento {full} from {_home(settings)} failed: {exc}") from exc
+    missing = (
+        f"bento {full} is not in {_home(settings)}: build one with the training DAG (recsys run) or "
+        "build_bento, and see the built ones with `recsys bento list`."
+    )
+    return str(_stored(settings, "bento", full, missing).tag)
 
 
 @dataclass(frozen=True)

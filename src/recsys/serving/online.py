@@ -346,17 +346,19 @@ def open_online_rows(
     *,
     project: str = PROJECT,
     sdk: bool = False,
+    store: FeatureStore | None = None,
 ) -> OnlineRows:
     """A reader of ``feature_service``'s user rows in the online store ``settings`` name.
 
     Uses the Feast SDK once to resolve the layout, then reads Redis or SQLite directly (``sdk=True``, or a
     service layout the lean readers do not decode, gives :class:`FeastSdkRows`). Raises FeatureStoreError when
     the registry cannot be read or a name in ``feature_names`` is not in the service; the online store itself
-    is first contacted by :meth:`~OnlineRows.read`.
+    is first contacted by :meth:`~OnlineRows.read`. Pass ``store`` to reuse a FeatureStore already built.
     """
-    from recsys.features.store import feature_store
+    if store is None:
+        from recsys.features.store import feature_store
 
-    store = feature_store(settings, project=project)
+        store = feature_store(settings, project=project)
     try:
         layout: _Layout | None = _resolve(store, feature_service, feature_names)
     except _Unsupported as exc:

@@ -205,10 +205,11 @@ class Recommender:
     ) -> Recommendation:
         """The ``k`` most popular items (but ``exclude``), flagged as a fallback with ``reason``."""
         k = validate_k(k)
-        skip = set(exclude)
-        items = [int(i) for i in self.popular_item_ids if int(i) not in skip][:k] if skip else None
-        if items is None:
-            items = [int(i) for i in self.popular_item_ids[:k]]
+        ranked = self.popular_item_ids
+        skip = np.fromiter((int(i) for i in exclude), np.int64)
+        if skip.size:
+            ranked = ranked[~np.isin(ranked, skip)]
+        items = [int(i) for i in ranked[:k]]
         return Recommendation(
             user_id=int(user_id),
             item_ids=items,
@@ -224,7 +225,7 @@ class Recommender:
     ) -> tuple[list[int], list[float]]:
         """The ``k`` items whose embeddings are closest (cosine) to ``item_id``'s, the item itself left out."""
         k = validate_k(k)
-        col = self._columns([validate_id(item_id, "item_id")])[0]
+        col = self.catalog_columns([validate_id(item_id, "item_id")])[0]
         skip = self.scorer.columns([*exclude_item_ids, int(item_id)])
         scores = self._directions @ self._directions[col]
         top = top_k_indices(scores, k, skip)
@@ -240,7 +241,7 @@ class Recommender:
         """The model's scores of ``item_ids`` for ``user_id`` (in the given order); None when the user is
         unknown or has no features (the caller keeps its own order)."""
         ids = validate_ids(item_ids, "item_id", MAX_SCORED)
-        cols = self._columns(ids)
+        cols = self.catalog_columns(ids)
         user_id = validate_id(user_id)
         if user_features is None or not self.is_known(user_id):
             return None
@@ -248,7 +249,8 @@ class Recommender:
         scores = self.scorer.scores(vector[np.newaxis, :])[0]
         return [float(scores[c]) for c in cols]
 
-    def _columns(self, item_ids: Sequence[int]) -> list[int]:
+    def catalog_columns(self, item_ids: Sequence[int]) -> list[int]:
+        """The item matrix rows of ``item_ids``; InvalidRequest naming any id not in the catalog."""
         cols = self.scorer.columns(item_ids)
         if len(cols) != len(item_ids):
             known = set(self.item_ids[cols].tolist())

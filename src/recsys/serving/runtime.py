@@ -23,6 +23,7 @@ from recsys.serving.breaker import CircuitBreaker
 from recsys.serving.online import OnlineRows, UserRow
 from recsys.serving.recommender import (
     MAX_EXCLUDED,
+    MAX_SCORED,
     REASON_NO_FEATURES,
     REASON_STORE_UNAVAILABLE,
     Recommendation,
@@ -172,8 +173,8 @@ class OnlineRecommender:
     def score(self, user_id: int, item_ids: Sequence[int]) -> Scored:
         """The model's scores of the caller's ``item_ids`` for ``user_id``, in the given order."""
         user_id = validate_id(user_id)
-        ids = validate_ids(item_ids, "item_id", 1_000)
-        self.recommender._columns(ids)  # unknown items are a client error, store or not
+        ids = validate_ids(item_ids, "item_id", MAX_SCORED)
+        self.recommender.catalog_columns(ids)  # unknown items are a client error, store or not
         rows = self.read_rows([user_id])
         if rows is None:
             return Scored(user_id, ids, None, self.model_version, True, REASON_STORE_UNAVAILABLE)

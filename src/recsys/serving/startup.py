@@ -45,15 +45,18 @@ def _utc(value: Any) -> datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
-def check_binding(settings: Settings, recommender: Recommender, feature_service: str) -> Binding:
-    """Check the model against the Feast registry and its materializations (see the module docstring)."""
+def check_binding(
+    settings: Settings, recommender: Recommender, feature_service: str, store: Any | None = None
+) -> Binding:
+    """Check the model against the Feast registry and its materializations (see the module docstring);
+    ``store``: a FeatureStore already built from ``settings`` (else one is built, reading the registry anew)."""
     from recsys.features.store import feature_store
 
     problems: list[str] = []
     interval_end = _utc(recommender.manifest.get("data_interval_end"))
     newest: datetime | None = None
     try:
-        store = feature_store(settings)
+        store = store or feature_store(settings)
         service = store.get_feature_service(feature_service)
         served = {f.name for projection in service.feature_view_projections for f in projection.features}
         missing = [name for name in recommender.feature_names if name not in served]
@@ -115,19 +118,24 @@ def pin_blas_threads() -> None:
 def start_runtime(settings: Settings, artifact_dir: Path, model_version: str) -> OnlineRecommender:
     """Load, bind and return the online recommender; ServingError on a bad binding (unless degraded_ok)."""
     from recsys.errors import FeatureStoreError
+    from recsys.features.store import feature_store
     from recsys.serving.online import open_online_rows
 
     pin_blas_threads()
     recommender = Recommender(artifact_dir, model_version=model_version)
     feature_service = recommender.feature_service or default_feature_service(settings)
-    binding = check_binding(settings, recommender, feature_service)
+    try:
+        store = feature_store(settings)  # built once: the binding check and the online reader share it
+    except FeatureStoreError:
+        store = None  # check_binding reports it
+    binding = check_binding(settings, recommender, feature_service, store)
     if binding.problems and not settings.serving.degraded_ok:
         raise ServingError(f"refusing to serve {model_version}: " + " ".join(binding.problems))
     for problem in binding.problems:
         log.warning("serving degraded (degraded_ok is set): %s", problem)
     rows = None
     try:
-        rows = open_online_rows(settings, feature_service, recommender.feature_names)
+        rows = open_online_rows(settings, feature_service, recommender.feature_names, store=store)
     except FeatureStoreError as exc:
         if not settings.serving.degraded_ok:
             raise ServingError(f"refusing to serve {model_version}: {exc}") from exc
