@@ -25,9 +25,10 @@ test: env  ## every test tier (unit, services, e2e)
 test-fast: env  ## code tests only
 	$(UV) run pytest -m "not slow and not e2e"
 
-lint: env
+lint: env  ## ruff, and the import-linter layer contracts in pyproject.toml
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run lint-imports
 
 bench: env  ## benchmarks (BENCH="name ..." to pick); JSON results under bench/results/
 	$(UV) run python -m bench.run $(BENCH)

@@ -53,7 +53,8 @@ assert ev.success and it.success, ev.summary() + it.summary()
 # expectations on the same 1M-row frame, ephemeral context, nothing stored, no data docs.
 import great_expectations as gx, great_expectations.expectations as gxe
 from recsys.validation.gx import ephemeral_context
-frame, _ = gates.read_raw_partition(gates.raw_partition(s, "events", start), "events")
+from recsys.lake import partition_path
+frame, _ = gates.read_raw_partition(partition_path(s.lake, "events", start), "events")
 ctx = ephemeral_context()
 batch = ctx.data_sources.add_pandas("ref").add_dataframe_asset("events").add_batch_definition_whole_dataframe("all")
 suite = ctx.suites.add(gx.ExpectationSuite(name="reference", expectations=[

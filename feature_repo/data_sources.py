@@ -49,7 +49,7 @@ def _source(name: str, path: Path, description: str) -> DataSource:
 
 
 def _mart(name: str) -> DataSource:
-    return _source(name, Path(_env("RECSYS_MARTS_DIR")) / f"{name}.parquet", f"dbt mart `{name}`.")
+    return _source(name, Path(_env("RECSYS_WAREHOUSE__MARTS_DIR")) / f"{name}.parquet", f"dbt mart `{name}`.")
 
 
 user_daily_features_source = _mart("user_daily_features")

@@ -38,9 +38,9 @@ def fresh_postgres_database(prefix: str) -> Iterator[str]:
     """A new, uniquely named database on the real PostgreSQL server (skip/fail when down), dropped after."""
     import psycopg2
 
-    from recsys.transform.postgres import PostgresWarehouse
+    from recsys.config import PostgresSettings
 
-    admin = PostgresWarehouse(dbname="postgres")
+    admin = PostgresSettings(dbname="postgres")
     try:
         conn = psycopg2.connect(host=admin.host, port=admin.port, user=admin.user, dbname="postgres", connect_timeout=5)
     except psycopg2.OperationalError:

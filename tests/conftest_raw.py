@@ -15,14 +15,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.ingest.extract import RAW_SCHEMAS
+from recsys.lake import partition_path, partition_schema
 
-TS = pa.timestamp("us", tz="UTC")
-
-# The extraction contract itself (recsys.ingest.extract), plus the interval column extraction appends.
-EVENTS_SCHEMA, USERS_SCHEMA, ITEMS_SCHEMA = (
-    RAW_SCHEMAS[t].append(pa.field("_interval_start", TS)) for t in ("events", "users", "items")
-)
+# The schema of a written partition (recsys.lake): the contract, _extra and the interval column.
+EVENTS_SCHEMA, USERS_SCHEMA, ITEMS_SCHEMA = (partition_schema(t) for t in ("events", "users", "items"))
 SCHEMAS: dict[str, pa.Schema] = {"events": EVENTS_SCHEMA, "users": USERS_SCHEMA, "items": ITEMS_SCHEMA}
 
 
@@ -83,11 +79,6 @@ def item(
         "published_at": utc(2024, 1, 1),
         "updated_at": updated_at,
     }
-
-
-def partition_path(lake_dir: Path, table: str, day: date) -> Path:
-    """Where the contract puts a table's partition for one interval day."""
-    return lake_dir / "raw" / table / f"dt={day.isoformat()}" / "part-0.parquet"
 
 
 def write_partition(lake_dir: Path, table: str, day: date, rows: Iterable[dict[str, Any]]) -> Path:

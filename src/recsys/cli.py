@@ -86,7 +86,8 @@ def import_movielens(
 @app.command()
 def extract(day: Day, table: Annotated[str | None, typer.Option(help="One table; default all.")] = None) -> None:
     """Extract one day's interval of the sources into raw Parquet partitions."""
-    from recsys.ingest.extract import day_interval, extract_all, extract_interval
+    from recsys.ingest.extract import extract_all, extract_interval
+    from recsys.lake import day_interval
 
     settings = get_settings()
     start, end = day_interval(day.date())

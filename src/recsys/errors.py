@@ -9,6 +9,10 @@ class ConfigError(RecsysError):
     """Settings are missing or inconsistent."""
 
 
+class IntervalError(ConfigError, ValueError):
+    """A data interval is empty or inverted (its end must be after its start)."""
+
+
 class SourceUnavailableError(RecsysError):
     """A source database could not be reached after bounded retries."""
 
@@ -22,7 +26,11 @@ class ValidationFailedError(RecsysError):
 
 
 class TransformError(RecsysError):
-    """dbt build failed."""
+    """dbt build failed, or the warehouse could not be loaded or read."""
+
+
+class MissingMartError(TransformError):
+    """A mart the caller needs has not been built in the configured warehouse."""
 
 
 class FeatureStoreError(RecsysError):

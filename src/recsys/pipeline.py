@@ -63,12 +63,11 @@ def transform_stage(settings: Settings, start: datetime, end: datetime) -> dict[
     from recsys.transform import build
 
     with stage("dbt_build", _timings(settings), **_label(start)):
-        if settings.warehouse_target == "postgres":
-            from recsys.transform.postgres import postgres_warehouse, sync_raw
+        if settings.warehouse.target == "postgres":
+            from recsys.transform.postgres import sync_raw
 
-            warehouse = postgres_warehouse(settings)
-            copied = sync_raw(settings.lake, warehouse)
-            result = build(settings, target="postgres", postgres=warehouse, interval=(start, end))
+            copied = sync_raw(settings.lake, settings.warehouse.postgres)
+            result = build(settings, target="postgres", interval=(start, end))
             return {**result.summary(), "raw_partitions_copied": copied}
         result = build(settings, target="duckdb", interval=(start, end))
     return result.summary()

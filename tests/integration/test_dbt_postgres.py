@@ -16,12 +16,12 @@ import pytest
 from conftest import fresh_postgres_database
 
 from conftest_raw import item, user, utc, write_partition
-from recsys.config import Settings
+from recsys.config import PostgresSettings, Settings
 from recsys.ingest.extract import backfill
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
 from recsys.transform import build
-from recsys.transform.postgres import PostgresWarehouse, load_raw
+from recsys.transform.postgres import connect, load_raw
 
 pytestmark = pytest.mark.services
 
@@ -38,10 +38,10 @@ LAST = FIRST + timedelta(days=SIM.days - 1)
 
 
 @pytest.fixture(scope="module")
-def warehouse() -> Iterator[PostgresWarehouse]:
+def warehouse() -> Iterator[PostgresSettings]:
     """A fresh database on the real PostgreSQL server, dropped afterwards."""
     with fresh_postgres_database("recsys_dbt") as name:
-        yield PostgresWarehouse(dbname=name)
+        yield PostgresSettings(dbname=name)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def lake_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
-def postgres_marts(warehouse: PostgresWarehouse) -> dict[str, pd.DataFrame]:
-    with warehouse.connect() as conn, conn.cursor() as cur:
+def postgres_marts(warehouse: PostgresSettings) -> dict[str, pd.DataFrame]:
+    with connect(warehouse) as conn, conn.cursor() as cur:
         frames = {}
         for name in MARTS:
             cur.execute(f'select * from "{warehouse.schema_name}"."{name}"')
@@ -85,7 +85,7 @@ def normalised(frame: pd.DataFrame, keys: list[str]) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def both(lake_settings: Settings, warehouse: PostgresWarehouse) -> tuple[dict, dict]:
+def both(lake_settings: Settings, warehouse: PostgresSettings) -> tuple[dict, dict]:
     build(lake_settings)
     duck = {name: pd.read_parquet(lake_settings.marts / f"{name}.parquet") for name in MARTS}
     loaded = load_raw(lake_settings.lake, warehouse)
@@ -105,7 +105,7 @@ def test_targets_build_the_same_marts_row_for_row(both: tuple[dict, dict]) -> No
 
 
 def test_postgres_reload_and_incremental_rebuild_are_idempotent(
-    both: tuple[dict, dict], lake_settings: Settings, warehouse: PostgresWarehouse
+    both: tuple[dict, dict], lake_settings: Settings, warehouse: PostgresSettings
 ) -> None:
     _, before = both
     day = LAST - timedelta(days=1)
@@ -120,13 +120,13 @@ def test_postgres_reload_and_incremental_rebuild_are_idempotent(
 
 
 def test_a_partition_gone_from_the_lake_leaves_postgres_too(
-    lake_settings: Settings, warehouse: PostgresWarehouse
+    lake_settings: Settings, warehouse: PostgresSettings
 ) -> None:
     extra = LAST + timedelta(days=5)
     path = write_partition(lake_settings.lake, "users", extra, [user(7777, utc(extra.year, extra.month, extra.day, 3))])
 
     def loaded_user_ids() -> set[int]:
-        with warehouse.connect() as conn, conn.cursor() as cur:
+        with connect(warehouse) as conn, conn.cursor() as cur:
             cur.execute('select user_id from "raw"."users"')
             return {row[0] for row in cur.fetchall()}
 

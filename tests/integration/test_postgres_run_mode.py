@@ -1,4 +1,4 @@
-"""``warehouse_target: postgres`` end to end: the pipeline stages on a small simulated site, with the marts and
+"""``warehouse.target: postgres`` end to end: the pipeline stages on a small simulated site, with the marts and
 the item embeddings in PostgreSQL and Feast's PostgreSQL offline store, against the DuckDB run on the same lake.
 
 One lake (seeded simulator → real extraction), two homes: the DuckDB run (marts as Parquet, DuckDB offline
@@ -22,13 +22,14 @@ from conftest import fresh_postgres_database
 
 from fixtures_bert import write_tiny_bert
 from recsys.config import Settings
+from recsys.errors import MissingMartError
 from recsys.features import feature_store, historical_features, online_features
 from recsys.ingest.extract import backfill
 from recsys.pipeline import encode_stage, features_stage, transform_stage, validate_marts_stage
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
-from recsys.transform import MissingMartError, publish_embeddings, read_mart
-from recsys.transform.postgres import postgres_warehouse, sync_raw
+from recsys.transform import publish_embeddings, read_mart
+from recsys.transform.postgres import connect, sync_raw
 
 pytestmark = pytest.mark.services
 
@@ -64,7 +65,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, pg_dbname: str) -> Iterator[R
     write_site(duck, simulate(SIM))
     backfill(duck, FIRST, LAST)
     pg = Settings(
-        home=root / "pg", lake_dir=duck.lake, warehouse_target="postgres", postgres={"dbname": pg_dbname}, model=model
+        home=root / "pg",
+        lake_dir=duck.lake,
+        warehouse={"target": "postgres", "postgres": {"dbname": pg_dbname}},
+        model=model,
     )
     stages: dict[str, dict[str, Any]] = {}
     for settings in (duck, pg):
@@ -91,9 +95,9 @@ def _rows(frame: pd.DataFrame) -> list[tuple]:
 
 def test_transform_stage_builds_the_marts_in_postgres_only(runs: Runs) -> None:
     duck, pg, _ = runs
-    assert not pg.marts.exists() and not pg.warehouse.exists()  # nothing of the DuckDB run in the Postgres home
+    assert not pg.marts.exists() and not pg.duckdb_path.exists()  # nothing of the DuckDB run in the Postgres home
     assert all((duck.marts / f"{name}.parquet").is_file() for name in MARTS)
-    with postgres_warehouse(pg).connect() as conn, conn.cursor() as cur:
+    with connect(pg.warehouse.postgres) as conn, conn.cursor() as cur:
         cur.execute("select table_name from information_schema.tables where table_schema = 'analytics'")
         tables = {row[0] for row in cur.fetchall()}
     assert {*MARTS, "item_text_embedding"} <= tables
@@ -117,7 +121,7 @@ def test_read_mart_gives_the_same_frame_from_both_warehouses(runs: Runs) -> None
     assert any(len(v) for v in recent)
     with pytest.raises(MissingMartError, match="transform stage"):
         read_mart(pg, "no_such_mart")
-    with postgres_warehouse(pg).connect() as conn, conn, conn.cursor() as cur:
+    with connect(pg.warehouse.postgres) as conn, conn, conn.cursor() as cur:
         cur.execute("create table analytics.empty_interactions as select * from analytics.fct_interactions where false")
     empty = read_mart(pg, "empty_interactions")
     assert len(empty) == 0
@@ -218,7 +222,7 @@ def test_sync_raw_copies_new_and_rewritten_partitions_and_drops_removed_ones(run
     duck, pg, _ = runs
     lake = tmp_path / "lake"
     shutil.copytree(duck.lake / "raw", lake / "raw")
-    warehouse = postgres_warehouse(pg).model_copy(update={"raw_schema": "raw_sync_test"})
+    warehouse = pg.warehouse.postgres.model_copy(update={"raw_schema": "raw_sync_test"})
     assert sync_raw(lake, warehouse) == {"events": SIM.days, "users": SIM.days, "items": SIM.days}
     assert sync_raw(lake, warehouse) == {"events": 0, "users": 0, "items": 0}
     rewritten = lake / "raw" / "events" / f"dt={LAST}" / "part-0.parquet"
@@ -227,7 +231,7 @@ def test_sync_raw_copies_new_and_rewritten_partitions_and_drops_removed_ones(run
     rewritten.write_bytes(data + b"")  # a new file version (new mtime), same content
     shutil.rmtree(lake / "raw" / "users" / f"dt={FIRST}")
     assert sync_raw(lake, warehouse) == {"events": 1, "users": 0, "items": 0}
-    with warehouse.connect() as conn, conn.cursor() as cur:
+    with connect(warehouse) as conn, conn.cursor() as cur:
         cur.execute(
             'select count(*) from "raw_sync_test"."users" where _interval_start = %s', (SIM.start.replace(tzinfo=UTC),)
         )
@@ -241,7 +245,7 @@ def test_embeddings_table_mirrors_the_encoder_cache(runs: Runs) -> None:
     cache = pd.read_parquet(pg.embeddings_path)
 
     def stored() -> pd.DataFrame:
-        with postgres_warehouse(pg).connect() as conn, conn.cursor() as cur:
+        with connect(pg.warehouse.postgres) as conn, conn.cursor() as cur:
             cur.execute(
                 'select item_id, content_hash, embedding, event_timestamp from "analytics"."item_text_embedding"'
             )

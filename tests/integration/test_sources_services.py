@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.config import Settings
-from recsys.ingest.extract import day_interval, extract_all, extract_interval
+from recsys.ingest.extract import extract_all, extract_interval
+from recsys.lake import day_interval
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
 

@@ -3,7 +3,7 @@
 The store is configured from :class:`recsys.config.Settings` (never from ``feature_store.yaml`` or the
 current directory). The definitions in ``settings.feast_repo`` are loaded by path, with the paths they
 read from the environment taken from ``settings.tool_env()``. The offline store follows
-``settings.warehouse_target``: DuckDB over the Parquet marts, or PostgreSQL over the mart tables.
+``settings.warehouse.target``: DuckDB over the Parquet marts, or PostgreSQL over the mart tables.
 """
 
 from __future__ import annotations
@@ -35,15 +35,13 @@ _LOAD_LOCK = threading.Lock()  # loading mutates os.environ, sys.path and sys.mo
 def offline_store_config(settings: Settings) -> dict[str, Any]:
     """Feast's ``offline_store`` block: DuckDB over the Parquet marts, or PostgreSQL over the mart tables.
 
-    With ``warehouse_target: postgres`` it is the ``postgres`` settings section (host, port, dbname, user,
+    With ``warehouse.target: postgres`` it is the ``warehouse.postgres`` settings section (host, port, dbname, user,
     password, sslmode); ``db_schema`` is the schema of the dbt models, where Feast also creates its
     temporary entity tables.
     """
-    if settings.warehouse_target != "postgres":
+    if settings.warehouse.target != "postgres":
         return {"type": "duckdb"}
-    from recsys.transform.postgres import postgres_warehouse
-
-    warehouse = postgres_warehouse(settings)
+    warehouse = settings.warehouse.postgres
     return {
         "type": "postgres",
         "host": warehouse.host,
@@ -185,9 +183,9 @@ def _missing_tables(settings: Settings, tables: dict[str, str]) -> dict[str, str
     """The entries of ``{view: table}`` whose table does not exist in the Postgres warehouse."""
     if not tables:
         return {}
-    from recsys.transform.postgres import postgres_warehouse
+    from recsys.transform.postgres import connect
 
-    with postgres_warehouse(settings).connect() as conn, conn, conn.cursor() as cur:
+    with connect(settings.warehouse.postgres) as conn, conn, conn.cursor() as cur:
         names = sorted(set(tables.values()))
         cur.execute("select t, to_regclass(t) is not null from unnest(%s::text[]) as t", (names,))
         exists = dict(cur.fetchall())

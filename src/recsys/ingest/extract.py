@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,11 @@ import pyarrow.parquet as pq
 from sqlalchemy import MetaData, Table, select
 from sqlalchemy.exc import NoSuchTableError
 
-from recsys.errors import ExtractError
+from recsys import lake
+from recsys.errors import ExtractError, IntervalError
+from recsys.lake import EXTRA, INTERVAL_COLUMN, KEYS, RAW_SCHEMAS, TS
 from recsys.sources import mongo
 from recsys.sources.db import source_engine
-from recsys.sources.schema import INTERVAL_COLUMN
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -35,58 +36,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TS = pa.timestamp("us", tz="UTC")
-RAW_SCHEMAS: dict[str, pa.Schema] = {
-    "events": pa.schema(
-        [
-            ("event_id", pa.string()),
-            ("user_id", pa.int64()),
-            ("item_id", pa.int64()),
-            ("event_type", pa.string()),
-            ("value", pa.float64()),
-            ("session_id", pa.string()),
-            ("position", pa.int32()),
-            ("occurred_at", TS),
-            ("received_at", TS),
-        ]
-    ),
-    "users": pa.schema(
-        [
-            ("user_id", pa.int64()),
-            ("created_at", TS),
-            ("country", pa.string()),
-            ("age_band", pa.string()),
-            ("updated_at", TS),
-        ]
-    ),
-    "items": pa.schema(
-        [
-            ("item_id", pa.int64()),
-            ("title", pa.string()),
-            ("body", pa.string()),
-            ("category", pa.string()),
-            ("tags", pa.list_(pa.string())),
-            ("published_at", TS),
-            ("updated_at", TS),
-        ]
-    ),
-}
-# Source columns outside the contract travel as JSON in ``_extra``, so schema drift reaches the lake intact
-# and visible (a renamed column shows up as a null contract column plus its new name here).
-RAW_SCHEMAS = {name: schema.append(pa.field("_extra", pa.string())) for name, schema in RAW_SCHEMAS.items()}
-# Per schema: numeric column -> True for floating point, False for integer.
+# Per schema: numeric column -> True for floating point, False for integer (text numbers from a drifted
+# source column still parse).
 NUMERIC = {
     schema: {
         f.name: pa.types.is_floating(f.type)
         for f in schema
         if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
     }
-    for schema in RAW_SCHEMAS.values()
+    for schema in lake.RAW_SCHEMAS.values()
 }
-PARTITION_FILE = "part-0.parquet"
-# Stable extraction order (so a re-run writes identical bytes).
-KEYS = {"events": ("event_id",), "users": ("user_id",), "items": ("item_id",)}
-EXTRA = "_extra"
 
 
 @dataclass(frozen=True)
@@ -97,20 +56,6 @@ class ExtractResult:
     partition: Path
     rows: int
     quarantined: int
-
-
-def day_interval(day: date) -> tuple[datetime, datetime]:
-    """``[day 00:00, next day 00:00)`` in UTC."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start, start + timedelta(days=1)
-
-
-def partition_path(lake: Path, table: str, start: datetime) -> Path:
-    return lake / "raw" / table / f"dt={start:%Y-%m-%d}" / PARTITION_FILE
-
-
-def _naive_utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 def _live_table(engine: Engine, table: str) -> Table:
@@ -135,7 +80,7 @@ def _sql_batches(settings: Settings, table: str, start: datetime, end: datetime,
                     "schema drifted; restore or map the column before extracting."
                 )
         col = tbl.c[INTERVAL_COLUMN[table]]
-        query = select(tbl).where(col >= _naive_utc(start), col < _naive_utc(end))
+        query = select(tbl).where(col >= lake.naive_utc(start), col < lake.naive_utc(end))
         query = query.order_by(*(tbl.c[k] for k in KEYS[table]))
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
@@ -150,7 +95,7 @@ def _mongo_batches(settings: Settings, table: str, start: datetime, end: datetim
     contract = [n for n in RAW_SCHEMAS[table].names if n != EXTRA]
     db = mongo.mongo_database(settings)
     try:
-        docs = mongo.iter_interval(db, table, INTERVAL_COLUMN[table], _naive_utc(start), _naive_utc(end), batch)
+        docs = mongo.iter_interval(db, table, INTERVAL_COLUMN[table], lake.naive_utc(start), lake.naive_utc(end), batch)
         chunk: list[dict[str, Any]] = []
         for doc in docs:
             chunk.append(doc)
@@ -252,12 +197,14 @@ def extract_interval(
     """Extract ``[start - overlap, end)`` of ``table`` into the partition keyed by ``start``; replaces it."""
     if table not in RAW_SCHEMAS:
         raise ExtractError(f"unknown source table {table!r}; expected one of {sorted(RAW_SCHEMAS)}.")
-    if end <= start:
-        raise ExtractError(f"empty or inverted interval [{start}, {end}): end must be after start.")
-    schema = RAW_SCHEMAS[table].append(pa.field("_interval_start", TS))
-    target = partition_path(settings.lake, table, start)
+    try:
+        start, end = lake.check_interval(start, end)
+    except IntervalError as exc:
+        raise ExtractError(str(exc)) from exc
+    schema = lake.partition_schema(table)
+    target = lake.partition_path(settings.lake, table, start)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{PARTITION_FILE}.tmp-{os.getpid()}")
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     quarantine: list[dict[str, Any]] = []
     rows = 0
     interval_col = pa.scalar(start, type=TS)
@@ -273,7 +220,7 @@ def extract_interval(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    qpath = settings.lake / "quarantine" / table / f"dt={start:%Y-%m-%d}" / "rows.jsonl"
+    qpath = lake.quarantined_rows_path(settings.lake, table, start)
     if quarantine:
         _write_quarantine(qpath, quarantine)
         log.warning("%s %s: quarantined %d rows -> %s", table, f"{start:%Y-%m-%d}", len(quarantine), qpath)
@@ -285,16 +232,16 @@ def extract_interval(
 
 def extract_all(settings: Settings, start: datetime, end: datetime) -> dict[str, ExtractResult]:
     """Extract every source table for one interval."""
-    return {table: extract_interval(settings, table, start, end) for table in RAW_SCHEMAS}
+    return {table: extract_interval(settings, table, start, end) for table in lake.RAW_TABLES}
 
 
 def backfill(settings: Settings, first: date, last: date, force: bool = False) -> list[ExtractResult]:
     """Extract each day in ``[first, last]``; resumable: days whose partitions all exist are skipped."""
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    days = lake.days_between(first, last)
     results: list[ExtractResult] = []
     for n, day in enumerate(days, 1):
-        start, end = day_interval(day)
-        done = all(partition_path(settings.lake, t, start).exists() for t in RAW_SCHEMAS)
+        start, end = lake.day_interval(day)
+        done = all(lake.partition_path(settings.lake, t, start).exists() for t in lake.RAW_TABLES)
         if done and not force:
             log.info("backfill %d/%d %s: already extracted, skipped", n, len(days), day)
             continue

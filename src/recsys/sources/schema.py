@@ -1,7 +1,8 @@
 """Source tables (SQLAlchemy Core), the same DDL on SQLite and MySQL/MariaDB.
 
-Indexes cover what interval extraction filters on: ``events.received_at`` and ``updated_at`` of the
-dimension tables.
+Their columns are the raw lake contract's (``recsys.lake.CONTRACT_SCHEMAS``; a test holds the two together).
+Indexes cover what interval extraction filters on (``recsys.lake.INTERVAL_COLUMN``): ``events.received_at``
+and ``updated_at`` of the dimension tables.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ metadata = MetaData()
 
 # MySQL DATETIME drops sub-second precision unless asked for it.
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
-EVENT_TYPES = ("impression", "click", "rating", "like", "purchase", "tag")
 
 users = Table(
     "users",
@@ -68,7 +67,3 @@ items = Table(
 )
 
 TABLES = {"users": users, "events": events, "items": items}
-# Column that bounds each table's rows to a data interval.
-# Events are cut on server ingestion time, which only moves forward: a late or mis-clocked event still lands in
-# exactly one partition (the one it arrived in), where the gates can see and flag its odd ``occurred_at``.
-INTERVAL_COLUMN = {"users": "updated_at", "events": "received_at", "items": "updated_at"}

@@ -13,17 +13,14 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from recsys.config import Settings, project_dir
-from recsys.errors import TransformError
+from recsys import lake
+from recsys.config import PostgresSettings, Settings, project_dir
+from recsys.errors import IntervalError, TransformError
 
-if TYPE_CHECKING:
-    from recsys.transform.postgres import PostgresWarehouse
-
-RAW_TABLES = ("events", "users", "items")
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 TARGET_ENV = "RECSYS_DBT_TARGET"
 Target = Literal["duckdb", "postgres"]
@@ -85,7 +82,7 @@ def build(
     full_refresh: bool = False,
     *,
     target: Target | None = None,
-    postgres: PostgresWarehouse | None = None,
+    postgres: PostgresSettings | None = None,
     interval: tuple[datetime, datetime] | None = None,
 ) -> DbtBuildResult:
     """Run ``dbt build`` (models, their tests and unit tests) and return every node's outcome.
@@ -93,7 +90,7 @@ def build(
     ``select`` is a dbt selection (e.g. ``"+user_daily_features"``, space-separated for several); tests
     run when all the models they read are selected or upstream of the selection. ``target`` is ``duckdb``
     (default; marts exported as Parquet under ``settings.marts``) or ``postgres`` (``postgres`` says where,
-    default the ``postgres`` settings section; load the raw tables first with
+    default the ``warehouse.postgres`` settings section; load the raw tables first with
     :func:`recsys.transform.postgres.sync_raw` or :func:`~recsys.transform.postgres.load_raw`).
     ``interval`` (the data interval) makes the incremental events model reload the raw partitions of that
     interval; without it, the newest and any not yet loaded partitions are reloaded.
@@ -107,11 +104,9 @@ def build(
         _check_raw_lake(settings.lake)
         _prepare_local_outputs(settings)
     else:
-        from recsys.transform.postgres import postgres_warehouse
-
-        warehouse = postgres or postgres_warehouse(settings)
-        env.update(warehouse.dbt_env())
-        dbt_vars["raw_schema"] = warehouse.raw_schema
+        pg = postgres or settings.warehouse.postgres
+        env.update(pg.dbt_env())
+        dbt_vars["raw_schema"] = pg.raw_schema
     if interval is not None:
         dbt_vars.update(_interval_vars(*interval))
     args = _build_args(settings, select, full_refresh, target, dbt_vars)
@@ -135,23 +130,24 @@ def _target_from_env() -> Target:
 
 def _interval_vars(start: datetime, end: datetime) -> dict[str, str]:
     """dbt vars of the data interval, as UTC ISO strings (naive datetimes are taken as UTC)."""
-    start, end = (ts if ts.tzinfo else ts.replace(tzinfo=UTC) for ts in (start, end))
-    if end <= start:
-        raise TransformError(f"Empty or inverted interval [{start}, {end}): end must be after start.")
-    return {"interval_start": start.astimezone(UTC).isoformat(), "interval_end": end.astimezone(UTC).isoformat()}
+    try:
+        start, end = lake.check_interval(start, end)
+    except IntervalError as exc:
+        raise TransformError(str(exc)) from exc
+    return {"interval_start": start.isoformat(), "interval_end": end.isoformat()}
 
 
-def _check_raw_lake(lake: Path) -> None:
-    missing = [t for t in RAW_TABLES if not any((lake / "raw" / t).glob("dt=*/*.parquet"))]
+def _check_raw_lake(lake_dir: Path) -> None:
+    missing = [t for t in lake.RAW_TABLES if not lake.partitions(lake_dir, t)]
     if missing:
         raise TransformError(
-            f"The raw lake {lake / 'raw'} has no partition for {', '.join(missing)}: dbt reads "
-            "raw/<table>/dt=YYYY-MM-DD/part-0.parquet. Run the extract stage for at least one interval first."
+            f"The raw lake {lake_dir / 'raw'} has no partition for {', '.join(missing)}: dbt reads "
+            f"raw/<table>/dt=YYYY-MM-DD/{lake.PARTITION_FILE}. Run the extract stage for at least one interval first."
         )
 
 
 def _prepare_local_outputs(settings: Settings) -> None:
-    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     settings.marts.mkdir(parents=True, exist_ok=True)
 
 

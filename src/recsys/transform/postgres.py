@@ -1,14 +1,18 @@
-"""The PostgreSQL warehouse target: connection config and loading raw lake partitions into ``raw.<table>``.
+"""The PostgreSQL warehouse target: connecting, and loading raw lake partitions into ``{raw_schema}.<table>``.
 
 PostgreSQL cannot read Parquet, so before ``dbt build --target postgres`` the raw partitions are copied into
-tables of the raw schema with the contract's columns (docs/contracts.md). Each partition is replaced as a
-unit, in one transaction: its rows (``_interval_start`` = the partition day) are deleted, then the file is
-streamed in with ``COPY``. A partition missing from the lake (e.g. moved to quarantine by a gate) has its
-rows removed, so the raw tables mirror the lake and a re-run of a day yields the same rows.
+tables of the raw schema whose columns are derived from the lake's Arrow schema (``recsys.lake``). Each
+partition is replaced as a unit, in one transaction: its rows (``_interval_start`` = the partition day) are
+deleted, then the file is streamed in with ``COPY``. A partition missing from the lake (e.g. moved to
+quarantine by a gate) has its rows removed, so the raw tables mirror the lake and a re-run of a day yields
+the same rows.
 
 Every load records the file's fingerprint (size and modification time) in ``{raw_schema}._loaded_partitions``,
 so :func:`sync_raw` (what the pipeline's transform stage calls) copies only partitions that are new or were
 rewritten since they were loaded, and removes those gone from the lake.
+
+Schema and table names come from config: they are composed with ``psycopg2.sql.Identifier``, never pasted
+into the SQL text; values are always parameters.
 """
 
 from __future__ import annotations
@@ -16,112 +20,48 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, SecretStr
-
+from recsys import lake
 from recsys.errors import TransformError
 
 if TYPE_CHECKING:
-    from recsys.config import Settings
+    from psycopg2.sql import Composed
 
-RAW_TABLES = ("events", "users", "items")
+    from recsys.config import PostgresSettings
+
 LOADED_TABLE = "_loaded_partitions"  # per raw table and day: the fingerprint of the file last loaded
-# Column types of the raw tables; the Arrow types they hold are in docs/contracts.md ("Raw Parquet schemas").
-RAW_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "events": (
-        ("event_id", "text"), ("user_id", "bigint"), ("item_id", "bigint"), ("event_type", "text"),
-        ("value", "double precision"), ("session_id", "text"), ("position", "integer"),
-        ("occurred_at", "timestamptz"), ("_interval_start", "timestamptz"),
-    ),
-    "users": (
-        ("user_id", "bigint"), ("created_at", "timestamptz"), ("updated_at", "timestamptz"), ("country", "text"),
-        ("age_band", "text"), ("_interval_start", "timestamptz"),
-    ),
-    "items": (
-        ("item_id", "bigint"), ("title", "text"), ("body", "text"), ("category", "text"), ("tags", "text[]"),
-        ("published_at", "timestamptz"), ("updated_at", "timestamptz"), ("_interval_start", "timestamptz"),
-    ),
-}  # fmt: skip
 
 
-class PostgresWarehouse(BaseModel):
-    """Where ``dbt build --target postgres`` runs: the server, database and the raw and mart schemas."""
+@contextmanager
+def connect(pg: PostgresSettings) -> Iterator[Any]:
+    """A psycopg2 connection to the warehouse (closed afterwards); a clear error when it cannot be reached."""
+    import psycopg2
 
-    host: str = "127.0.0.1"
-    port: int = 5432
-    user: str = "postgres"
-    password: SecretStr | None = None
-    dbname: str = "recsys"
-    schema_name: str = Field("analytics", description="Schema of the dbt models (staging views, marts).")
-    raw_schema: str = Field("raw", description="Schema of the raw tables load_raw fills from the lake.")
-    sslmode: str = Field(
-        "prefer", description="libpq sslmode of the recsys connections and the Feast offline store (e.g. require)."
-    )
-
-    @property
-    def password_value(self) -> str:
-        """The password as plain text ('' when unset: trust or peer authentication)."""
-        return self.password.get_secret_value() if self.password else ""
-
-    def qualified(self, name: str) -> str:
-        """``"schema"."name"``: a model or table in the schema of the dbt models."""
-        return f'"{self.schema_name}"."{name}"'
-
-    def dbt_env(self) -> dict[str, str]:
-        """The env vars ``dbt/profiles.yml`` reads for the postgres target."""
-        return {
-            "RECSYS_PG_HOST": self.host,
-            "RECSYS_PG_PORT": str(self.port),
-            "RECSYS_PG_USER": self.user,
-            "RECSYS_PG_PASSWORD": self.password_value,
-            "RECSYS_PG_DBNAME": self.dbname,
-            "RECSYS_PG_SCHEMA": self.schema_name,
-        }
-
-    @contextmanager
-    def connect(self) -> Iterator[Any]:
-        """A psycopg2 connection (closed afterwards); a clear error when the server cannot be reached."""
-        import psycopg2
-
-        try:
-            conn = psycopg2.connect(
-                host=self.host,
-                port=self.port,
-                user=self.user,
-                password=self.password.get_secret_value() if self.password else None,
-                dbname=self.dbname,
-                sslmode=self.sslmode,
-                connect_timeout=10,
-            )
-        except psycopg2.OperationalError as exc:
-            raise TransformError(
-                f"Cannot connect to PostgreSQL {self.user}@{self.host}:{self.port}/{self.dbname} ({exc}); "
-                "start the server or fix the postgres warehouse settings."
-            ) from exc
-        try:
-            yield conn
-        finally:
-            conn.close()
+    try:
+        conn = psycopg2.connect(**pg.connect_kwargs(), connect_timeout=10)
+    except psycopg2.OperationalError as exc:
+        raise TransformError(
+            f"Cannot connect to PostgreSQL {pg.describe()} ({exc}); start the server or fix the "
+            "warehouse.postgres settings."
+        ) from exc
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
-def postgres_warehouse(settings: Settings) -> PostgresWarehouse:
-    """The ``postgres`` section of ``settings`` as a typed :class:`PostgresWarehouse`."""
-    return PostgresWarehouse.model_validate(settings.postgres)
+def table(schema: str, name: str) -> Composed:
+    """``"schema"."name"`` as a composable SQL identifier (quoted by the driver)."""
+    from psycopg2 import sql
 
-
-def lake_partitions(lake: Path, table: str) -> dict[date, Path]:
-    """``{partition day: file}`` of one raw table in the lake."""
-    found = {}
-    for path in sorted((lake / "raw" / table).glob("dt=*/part-0.parquet")):
-        found[date.fromisoformat(path.parent.name.removeprefix("dt="))] = path
-    return found
+    return sql.SQL(".").join([sql.Identifier(schema), sql.Identifier(name)])
 
 
 def load_raw(
-    lake: Path, warehouse: PostgresWarehouse, days: Iterable[date] | None = None, tables: Iterable[str] = RAW_TABLES
+    lake_dir: Path, pg: PostgresSettings, days: Iterable[date] | None = None, tables: Iterable[str] = lake.RAW_TABLES
 ) -> dict[str, int]:
     """Copy raw lake partitions into ``{raw_schema}.<table>``, replacing each partition; return rows per table.
 
@@ -129,43 +69,41 @@ def load_raw(
     otherwise only the given days are replaced (a day without a partition loses its rows).
     """
     totals: dict[str, int] = {}
-    with warehouse.connect() as conn:
-        for table in tables:
-            present = _prepare_raw_table(conn, warehouse, lake, table)
+    with connect(pg) as conn:
+        for name in tables:
+            present = _prepare_raw_table(conn, pg.raw_schema, lake_dir, name)
             wanted = sorted(present) if days is None else sorted(set(days))
             if days is None:
-                _drop_partitions_not_in(conn, warehouse.raw_schema, table, set(present))
-            totals[table] = sum(
-                _replace_partition(conn, warehouse.raw_schema, table, day, present.get(day)) for day in wanted
-            )
+                _drop_partitions_not_in(conn, pg.raw_schema, name, set(present))
+            totals[name] = sum(_replace_partition(conn, pg.raw_schema, name, day, present.get(day)) for day in wanted)
     return totals
 
 
-def _prepare_raw_table(conn: Any, warehouse: PostgresWarehouse, lake: Path, table: str) -> dict[date, Path]:
-    """Check ``table`` is a raw table, create it if missing; return its lake partitions by day."""
-    if table not in RAW_COLUMNS:
-        raise TransformError(f"Unknown raw table {table!r}: expected one of {list(RAW_COLUMNS)}.")
-    _create_table(conn, warehouse.raw_schema, table)
-    return lake_partitions(lake, table)
-
-
-def sync_raw(lake: Path, warehouse: PostgresWarehouse, tables: Iterable[str] = RAW_TABLES) -> dict[str, int]:
+def sync_raw(lake_dir: Path, pg: PostgresSettings, tables: Iterable[str] = lake.RAW_TABLES) -> dict[str, int]:
     """Make the raw tables mirror the lake, copying only what changed; return the partitions copied per table.
 
     A partition is copied when it is new or its file was rewritten since it was loaded (size or modification
     time differ from the recorded fingerprint); rows of partitions gone from the lake are removed.
     """
     copied: dict[str, int] = {}
-    with warehouse.connect() as conn:
-        for table in tables:
-            present = _prepare_raw_table(conn, warehouse, lake, table)
-            loaded = _loaded_fingerprints(conn, warehouse.raw_schema, table)
-            _drop_partitions_not_in(conn, warehouse.raw_schema, table, set(present))
+    with connect(pg) as conn:
+        for name in tables:
+            present = _prepare_raw_table(conn, pg.raw_schema, lake_dir, name)
+            loaded = _loaded_fingerprints(conn, pg.raw_schema, name)
+            _drop_partitions_not_in(conn, pg.raw_schema, name, set(present))
             stale = [day for day, path in sorted(present.items()) if loaded.get(day) != _fingerprint(path)]
             for day in stale:
-                _replace_partition(conn, warehouse.raw_schema, table, day, present[day])
-            copied[table] = len(stale)
+                _replace_partition(conn, pg.raw_schema, name, day, present[day])
+            copied[name] = len(stale)
     return copied
+
+
+def _prepare_raw_table(conn: Any, schema: str, lake_dir: Path, name: str) -> dict[date, Path]:
+    """Check ``name`` is a raw table, create or widen it to the contract; return its lake partitions by day."""
+    if name not in lake.RAW_TABLES:
+        raise TransformError(f"Unknown raw table {name!r}: expected one of {list(lake.RAW_TABLES)}.")
+    _create_table(conn, schema, name)
+    return lake.partitions(lake_dir, name)
 
 
 def _fingerprint(path: Path) -> str:
@@ -174,75 +112,97 @@ def _fingerprint(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _loaded_fingerprints(conn: Any, schema: str, table: str) -> dict[date, str]:
+def _loaded_fingerprints(conn: Any, schema: str, name: str) -> dict[date, str]:
+    from psycopg2 import sql
+
+    query = sql.SQL("select day, fingerprint from {} where table_name = %s").format(table(schema, LOADED_TABLE))
     with conn, conn.cursor() as cur:
-        cur.execute(f'select day, fingerprint from "{schema}"."{LOADED_TABLE}" where table_name = %s', (table,))
+        cur.execute(query, (name,))
         return dict(cur.fetchall())
 
 
-def _create_table(conn: Any, schema: str, table: str) -> None:
-    columns = ", ".join(f'"{name}" {sql_type}' for name, sql_type in RAW_COLUMNS[table])
+def _create_table(conn: Any, schema: str, name: str) -> None:
+    """Create the raw table from the lake contract, and add any contract column an older table lacks."""
+    from psycopg2 import sql
+
+    target = table(schema, name)
+    columns = [
+        sql.SQL("{} {}").format(sql.Identifier(col), sql.SQL(pg_type)) for col, pg_type in lake.postgres_columns(name)
+    ]
     with conn, conn.cursor() as cur:
-        cur.execute(f'create schema if not exists "{schema}"')
-        cur.execute(f'create table if not exists "{schema}"."{table}" ({columns})')
+        cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+        cur.execute(sql.SQL("create table if not exists {} ({})").format(target, sql.SQL(", ").join(columns)))
+        for column in columns:  # a table created by an older contract gains the new columns (null in old rows)
+            cur.execute(sql.SQL("alter table {} add column if not exists {}").format(target, column))
         cur.execute(
-            f'create table if not exists "{schema}"."{LOADED_TABLE}" '
-            "(table_name text, day date, fingerprint text not null, primary key (table_name, day))"
+            sql.SQL(
+                "create table if not exists {} "
+                "(table_name text, day date, fingerprint text not null, primary key (table_name, day))"
+            ).format(table(schema, LOADED_TABLE))
         )
 
 
-def _day_start(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+def _drop_partitions_not_in(conn: Any, schema: str, name: str, keep: set[date]) -> None:
+    from psycopg2 import sql
 
-
-def _drop_partitions_not_in(conn: Any, schema: str, table: str, keep: set[date]) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(
-            f'delete from "{schema}"."{table}" where not (_interval_start = any(%s))',
-            ([_day_start(d) for d in keep],),
+            sql.SQL("delete from {} where not ({} = any(%s))").format(
+                table(schema, name), sql.Identifier(lake.INTERVAL_START)
+            ),
+            ([lake.day_start(d) for d in keep],),
         )
         cur.execute(
-            f'delete from "{schema}"."{LOADED_TABLE}" where table_name = %s and not (day = any(%s))',
-            (table, sorted(keep)),
+            sql.SQL("delete from {} where table_name = %s and not (day = any(%s))").format(table(schema, LOADED_TABLE)),
+            (name, sorted(keep)),
         )
 
 
-def _replace_partition(conn: Any, schema: str, table: str, day: date, path: Path | None) -> int:
+def _replace_partition(conn: Any, schema: str, name: str, day: date, path: Path | None) -> int:
     """Delete the day's rows and COPY its file in, in one transaction; returns the rows loaded."""
-    names = [name for name, _ in RAW_COLUMNS[table]]
+    from psycopg2 import sql
+
+    columns = [col for col, _ in lake.postgres_columns(name)]
+    target, loaded = table(schema, name), table(schema, LOADED_TABLE)
     with conn, conn.cursor() as cur:
-        cur.execute(f'delete from "{schema}"."{table}" where _interval_start = %s', (_day_start(day),))
-        cur.execute(f'delete from "{schema}"."{LOADED_TABLE}" where table_name = %s and day = %s', (table, day))
+        cur.execute(
+            sql.SQL("delete from {} where {} = %s").format(target, sql.Identifier(lake.INTERVAL_START)),
+            (lake.day_start(day),),
+        )
+        cur.execute(sql.SQL("delete from {} where table_name = %s and day = %s").format(loaded), (name, day))
         if path is None:
             return 0
         fingerprint = _fingerprint(path)
-        data, rows = _as_csv(path, table, names)
-        column_list = ", ".join(f'"{n}"' for n in names)
-        cur.copy_expert(f'copy "{schema}"."{table}" ({column_list}) from stdin with (format csv)', data)
+        data, rows = _as_csv(path, name, columns)
+        copy = sql.SQL("copy {} ({}) from stdin with (format csv)").format(
+            target, sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        cur.copy_expert(copy, data)
         cur.execute(
-            f'insert into "{schema}"."{LOADED_TABLE}" (table_name, day, fingerprint) values (%s, %s, %s)',
-            (table, day, fingerprint),
+            sql.SQL("insert into {} (table_name, day, fingerprint) values (%s, %s, %s)").format(loaded),
+            (name, day, fingerprint),
         )
         return rows
 
 
-def _as_csv(path: Path, table: str, names: list[str]) -> tuple[io.BytesIO, int]:
+def _as_csv(path: Path, name: str, columns: list[str]) -> tuple[io.BytesIO, int]:
     """The partition as CSV for COPY: nulls empty and unquoted, every value quoted, lists as array literals."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     data = pq.read_table(path)
-    missing = [n for n in names if n not in data.column_names]
+    missing = [n for n in columns if n not in data.column_names]
     if missing:
         raise TransformError(
-            f"{path} lacks column(s) {missing} of the raw {table} contract: the raw gate should have "
+            f"{path} lacks column(s) {missing} of the raw {name} contract: the raw gate should have "
             "quarantined it; re-extract the interval."
         )
-    data = data.select(names)
-    if "tags" in names:
-        literal = pa.array([_pg_array(v) for v in data.column("tags").to_pylist()], type=pa.string())
-        data = data.set_column(names.index("tags"), "tags", literal)
+    data = data.select(columns)
+    for i, field in enumerate(data.schema):
+        if pa.types.is_list(field.type):
+            literal = pa.array([_pg_array(v) for v in data.column(i).to_pylist()], type=pa.string())
+            data = data.set_column(i, field.name, literal)
     out = io.BytesIO()
     options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
     pacsv.write_csv(data, out, write_options=options)

@@ -1,8 +1,8 @@
 """Reads and writes of the configured warehouse: DuckDB + Parquet (default) or PostgreSQL.
 
-``settings.warehouse_target`` picks where the marts live: ``duckdb`` exports them as
+``settings.warehouse.target`` picks where the marts live: ``duckdb`` exports them as
 ``{marts_dir}/<mart>.parquet``; ``postgres`` keeps them as tables in the schema of the dbt models (the
-``postgres`` settings section, :class:`recsys.transform.postgres.PostgresWarehouse`). :func:`read_mart`
+``warehouse.postgres`` settings section). :func:`read_mart`
 returns the same pandas frame from either: the rows go through Arrow with the Parquet export's types
 (int64 ids and counts, float64 ratios, ``datetime64[us, UTC]`` timestamps, ``datetime.date`` days,
 arrays of int64 for list columns), ordered by the mart's key as the models order them.
@@ -19,31 +19,26 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recsys.config import Settings
-from recsys.errors import TransformError
+from recsys.config import PostgresSettings, Settings
+from recsys.errors import MissingMartError, TransformError
+from recsys.transform.postgres import connect, table
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from recsys.transform.postgres import PostgresWarehouse
-
 EMBEDDINGS_TABLE = "item_text_embedding"
-# Row order of each mart, as its dbt model orders it (text keys compare bytewise, as DuckDB does).
-MART_ORDER: dict[str, tuple[str, ...]] = {
-    "fct_interactions": ('"event_id" collate "C"',),
-    "user_daily_features": ('"user_id"', '"feature_date"'),
-    "item_daily_features": ('"item_id"', '"feature_date"'),
-    "item_texts": ('"item_id"',),
-    "user_recent_items": ('"user_id"', '"feature_date"'),
+# Row order of each mart, as its dbt model orders it; a text key compares bytewise (collation "C"), as DuckDB does.
+MART_ORDER: dict[str, tuple[tuple[str, bool], ...]] = {
+    "fct_interactions": (("event_id", True),),
+    "user_daily_features": (("user_id", False), ("feature_date", False)),
+    "item_daily_features": (("item_id", False), ("feature_date", False)),
+    "item_texts": (("item_id", False),),
+    "user_recent_items": (("user_id", False), ("feature_date", False)),
 }
 _FETCH_ROWS = 50_000
 # The identity of an embeddings row: item, content version and its timestamp (in µs since the epoch).
 _KEY_SQL = "item_id, content_hash, (extract(epoch from event_timestamp) * 1000000)::bigint"
-
-
-class MissingMartError(TransformError):
-    """A mart the caller needs has not been built in the configured warehouse."""
 
 
 def read_mart(settings: Settings, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -51,20 +46,16 @@ def read_mart(settings: Settings, name: str, columns: Sequence[str] | None = Non
 
     Raises :class:`MissingMartError` when the mart has not been built (run the transform stage first).
     """
-    if settings.warehouse_target == "postgres":
-        from recsys.transform.postgres import postgres_warehouse
-
-        return _read_postgres(postgres_warehouse(settings), name, columns)
+    if settings.warehouse.target == "postgres":
+        return _read_postgres(settings.warehouse.postgres, name, columns)
     return _read_parquet(settings.marts / f"{name}.parquet", columns)
 
 
 def mart_location(settings: Settings, name: str) -> Path:
     """Where the mart lives (for messages and records): its Parquet file or ``postgresql:host:port/db/schema.name``."""
-    if settings.warehouse_target == "postgres":
-        from recsys.transform.postgres import postgres_warehouse
-
-        wh = postgres_warehouse(settings)
-        return Path(f"postgresql:{wh.host}:{wh.port}") / wh.dbname / f"{wh.schema_name}.{name}"
+    if settings.warehouse.target == "postgres":
+        pg = settings.warehouse.postgres
+        return Path(f"postgresql:{pg.host}:{pg.port}") / pg.dbname / f"{pg.schema_name}.{name}"
     return settings.marts / f"{name}.parquet"
 
 
@@ -76,32 +67,50 @@ def _read_parquet(path: Path, columns: Sequence[str] | None) -> pd.DataFrame:
     return pd.read_parquet(path, columns=list(columns) if columns is not None else None)
 
 
-def _read_postgres(warehouse: PostgresWarehouse, name: str, columns: Sequence[str] | None) -> pd.DataFrame:
+def _mart_query(pg: PostgresSettings, name: str, columns: Sequence[str] | None) -> Any:
+    """``select <columns> from "schema"."name" order by <the model's order>``, identifiers quoted by the driver."""
+    from psycopg2 import sql
+
+    select = sql.SQL("*") if columns is None else sql.SQL(", ").join(map(sql.Identifier, columns))
+    query = sql.SQL("select {} from {}").format(select, table(pg.schema_name, name))
+    if name in MART_ORDER:
+        keys = [
+            sql.SQL('{} collate "C"').format(sql.Identifier(key)) if bytewise else sql.Identifier(key)
+            for key, bytewise in MART_ORDER[name]
+        ]
+        query = sql.SQL("{} order by {}").format(query, sql.SQL(", ").join(keys))
+    return query
+
+
+def _read_postgres(pg: PostgresSettings, name: str, columns: Sequence[str] | None) -> pd.DataFrame:
     """Stream the mart through a server-side cursor into Arrow (typed by column OID), then to pandas."""
     import pyarrow as pa
 
-    select = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
-    order = f" order by {', '.join(MART_ORDER[name])}" if name in MART_ORDER else ""
-    with warehouse.connect() as conn:
-        _require_relation(conn, warehouse, name)
+    with connect(pg) as conn:
+        _require_relation(conn, pg, name)
         with conn, conn.cursor() as cur:
             cur.execute("set time zone 'UTC'")
         with conn, conn.cursor(name=f"read_mart_{name}") as cur:
             cur.itersize = _FETCH_ROWS
-            cur.execute(f"select {select} from {warehouse.qualified(name)}{order}")
+            cur.execute(_mart_query(pg, name, columns))
             batches = list(_record_batches(cur))
             schema = _arrow_schema(cur.description)
     return pa.Table.from_batches(batches, schema=schema).to_pandas()
 
 
-def _require_relation(conn: Any, warehouse: PostgresWarehouse, name: str) -> None:
+def relation_exists(conn: Any, schema: str, name: str) -> bool:
+    """Whether the table or view ``schema.name`` exists (names compared exactly, as quoted identifiers)."""
     with conn, conn.cursor() as cur:
-        cur.execute("select to_regclass(%s)", (warehouse.qualified(name),))
+        cur.execute("select to_regclass(format('%%I.%%I', %s::text, %s::text)) is not null", (schema, name))
         (found,) = cur.fetchone()
-    if found is None:
+    return bool(found)
+
+
+def _require_relation(conn: Any, pg: PostgresSettings, name: str) -> None:
+    if not relation_exists(conn, pg.schema_name, name):
         raise MissingMartError(
-            f"No mart {warehouse.qualified(name)} in PostgreSQL database {warehouse.dbname!r} on "
-            f"{warehouse.host}:{warehouse.port}: run the transform stage (dbt build --target postgres) first."
+            f"No mart {pg.schema_name}.{name} in PostgreSQL database {pg.dbname!r} on {pg.host}:{pg.port}: run "
+            "the transform stage (dbt build --target postgres) first."
         )
 
 
@@ -142,58 +151,63 @@ def _arrow_schema(description: Any) -> pa.Schema:
 # --- item text embeddings in the Postgres offline store ---------------------------------------------------
 
 
-def publish_embeddings(settings: Settings, table: pd.DataFrame, *, rebuilt: bool = False) -> int:
+def publish_embeddings(settings: Settings, frame: pd.DataFrame, *, rebuilt: bool = False) -> int:
     """Mirror the encoder's embeddings table into the warehouse the Feast offline store reads; rows written.
 
     A no-op for the DuckDB warehouse (Feast reads the Parquet file itself). For PostgreSQL,
-    ``<schema>.item_text_embedding`` is made to hold exactly the rows of ``table``, keyed by
-    ``(item_id, content_hash, event_timestamp)``: rows it lacks are copied in, rows ``table`` lacks are
+    ``<schema>.item_text_embedding`` is made to hold exactly the rows of ``frame``, keyed by
+    ``(item_id, content_hash, event_timestamp)``: rows it lacks are copied in, rows ``frame`` lacks are
     deleted, all in one transaction, so a re-run changes nothing. ``rebuilt=True`` (the Parquet cache was
     started from scratch, e.g. for a new checkpoint) replaces every row, since vectors of known keys may differ.
     """
-    if settings.warehouse_target != "postgres":
+    if settings.warehouse.target != "postgres":
         return 0
-    from recsys.transform.postgres import postgres_warehouse
+    from psycopg2 import sql
 
-    warehouse = postgres_warehouse(settings)
-    target = warehouse.qualified(EMBEDDINGS_TABLE)
-    with warehouse.connect() as conn, conn, conn.cursor() as cur:
-        cur.execute(f'create schema if not exists "{warehouse.schema_name}"')
+    pg = settings.warehouse.postgres
+    target, key = table(pg.schema_name, EMBEDDINGS_TABLE), sql.SQL(_KEY_SQL)
+    with connect(pg) as conn, conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(pg.schema_name)))
         cur.execute(
-            f"create table if not exists {target} (item_id bigint not null, content_hash text not null, "
-            "embedding real[] not null, event_timestamp timestamptz not null, "
-            "primary key (item_id, content_hash, event_timestamp))"
+            sql.SQL(
+                "create table if not exists {} (item_id bigint not null, content_hash text not null, "
+                "embedding real[] not null, event_timestamp timestamptz not null, "
+                "primary key (item_id, content_hash, event_timestamp))"
+            ).format(target)
         )
-        cur.execute(f"lock table {target} in exclusive mode")
-        keys = _row_keys(table)
+        cur.execute(sql.SQL("lock table {} in exclusive mode").format(target))
+        keys = _row_keys(frame)
         if rebuilt:
-            cur.execute(f"truncate {target}")
+            cur.execute(sql.SQL("truncate {}").format(target))
             stored: set[tuple[int, str, int]] = set()
         else:
-            cur.execute(f"select {_KEY_SQL} from {target}")
+            cur.execute(sql.SQL("select {} from {}").format(key, target))
             stored = set(cur.fetchall())
         gone = stored - set(keys)
         if gone:
             cur.execute(
-                f"delete from {target} where ({_KEY_SQL}) in "
-                "(select * from unnest(%s::bigint[], %s::text[], %s::bigint[]))",
+                sql.SQL(
+                    "delete from {} where ({}) in (select * from unnest(%s::bigint[], %s::text[], %s::bigint[]))"
+                ).format(target, key),
                 tuple(map(list, zip(*gone, strict=True))),
             )
-        missing = [i for i, key in enumerate(keys) if key not in stored]
+        missing = [i for i, row_key in enumerate(keys) if row_key not in stored]
         if missing:
             cur.copy_expert(
-                f"copy {target} (item_id, content_hash, embedding, event_timestamp) from stdin with (format csv)",
-                _embeddings_csv(table.iloc[missing]),
+                sql.SQL(
+                    "copy {} (item_id, content_hash, embedding, event_timestamp) from stdin with (format csv)"
+                ).format(target),
+                _embeddings_csv(frame.iloc[missing]),
             )
     return len(missing)
 
 
-def _row_keys(table: pd.DataFrame) -> list[tuple[int, str, int]]:
+def _row_keys(frame: pd.DataFrame) -> list[tuple[int, str, int]]:
     """``(item_id, content_hash, event_timestamp in µs since the epoch)`` per row."""
     import pandas as pd
 
-    micros = pd.to_datetime(table["event_timestamp"], utc=True).astype("datetime64[us, UTC]").astype("int64")
-    item_ids, hashes = table["item_id"].astype("int64").tolist(), table["content_hash"].astype(str).tolist()
+    micros = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[us, UTC]").astype("int64")
+    item_ids, hashes = frame["item_id"].astype("int64").tolist(), frame["content_hash"].astype(str).tolist()
     return list(zip(item_ids, hashes, micros.tolist(), strict=True))
 
 

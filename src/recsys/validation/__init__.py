@@ -1,6 +1,5 @@
 """Validation stage: Great Expectations gates on lake partitions and marts (GX is imported only when a gate runs)."""
 
-from recsys.validation.config import QualityConfig, load_quality_config
 from recsys.validation.gates import GateResult
 from recsys.validation.gx import ExpectationFailure
 from recsys.validation.raw_events import (
@@ -14,9 +13,7 @@ from recsys.validation.suites import mart_suites, raw_events_suite, raw_items_su
 __all__ = [
     "ExpectationFailure",
     "GateResult",
-    "QualityConfig",
     "gate_raw_events",
-    "load_quality_config",
     "mart_suites",
     "raw_events_partition",
     "raw_events_result_path",

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from recsys import lake
 from recsys.config import Settings
 from recsys.errors import ValidationFailedError
 from recsys.validation.gx import ExpectationFailure, failures, file_context, run_checkpoint, write_json_atomically
@@ -49,29 +50,9 @@ class GateResult:
         }
 
 
-def utc(ts: datetime) -> datetime:
-    """A stdlib UTC datetime (naive means UTC; subclasses such as pendulum's are converted)."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(ts.timestamp(), tz=UTC)
-
-
-def check_interval(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The interval as UTC datetimes; ValueError when it is empty or inverted."""
-    start, end = utc(start), utc(end)
-    if end <= start:
-        raise ValueError(f"interval_end {end} must be after interval_start {start}.")
-    return start, end
-
-
-def raw_partition(settings: Settings, table: str, day_start: datetime) -> Path:
-    """``{lake}/raw/{table}/dt=YYYY-MM-DD/part-0.parquet`` of the interval starting at ``day_start``."""
-    return settings.lake / "raw" / table / f"dt={utc(day_start):%Y-%m-%d}" / "part-0.parquet"
-
-
 def result_path(settings: Settings, suite: str, day_start: datetime) -> Path:
     """Where a gate writes its JSON validation result for the interval."""
-    return settings.home / "validation" / suite / f"dt={utc(day_start):%Y-%m-%d}" / "result.json"
+    return settings.home / "validation" / suite / lake.day_key(day_start) / "result.json"
 
 
 def gx_root(settings: Settings) -> Path:
@@ -88,7 +69,7 @@ def previous_partition_rows(settings: Settings, table: str, day_start: datetime)
     """Rows of the previous day's partition of ``table`` (from the Parquet footer), None when absent."""
     import pyarrow.parquet as pq
 
-    previous = raw_partition(settings, table, day_start - timedelta(days=1))
+    previous = lake.partition_path(settings.lake, table, lake.utc(day_start) - timedelta(days=1))
     return pq.ParquetFile(previous).metadata.num_rows if previous.is_file() else None
 
 
@@ -103,13 +84,6 @@ def read_raw_partition(partition: Path, table: str) -> tuple[Any, list[Expectati
     data = pq.read_table(partition)
     frame = data.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
     return frame, schema_failures(data.schema, table)
-
-
-def contract_types(table: str) -> dict[str, Any]:
-    """The Arrow type of each column of a raw ``table`` partition: the extraction contract plus the interval."""
-    from recsys.ingest.extract import RAW_SCHEMAS, TS
-
-    return {**{field.name: field.type for field in RAW_SCHEMAS[table]}, "_interval_start": TS}
 
 
 def schema_failures(schema: Any, table: str) -> list[ExpectationFailure]:
@@ -128,7 +102,7 @@ def schema_failures(schema: Any, table: str) -> list[ExpectationFailure]:
             exception=None,
             detail=f"Arrow type is {found[name]}, the contract (docs/contracts.md) says {expected}",
         )
-        for name, expected in contract_types(table).items()
+        for name, expected in lake.contract_types(table).items()
         if name in found and not found[name].equals(expected)
     ]
 
@@ -143,7 +117,7 @@ def run_gate(
 ) -> GateResult:
     """Validate ``frame`` with ``suite`` (stored result + data docs), write the result JSON; never raises."""
     context = file_context(gx_root(settings))
-    result = run_checkpoint(context, suite, frame, run_name=f"{suite.name}-{utc(day_start):%Y-%m-%d}")
+    result = run_checkpoint(context, suite, frame, run_name=f"{suite.name}-{lake.utc(day_start):%Y-%m-%d}")
     found = [*(extra_failures or []), *failures(result)]
     stats = result.statistics
     path = result_path(settings, suite.name, day_start)
@@ -169,8 +143,7 @@ def quarantine(settings: Settings, table: str, gate: GateResult) -> GateResult:
     interval writes a fresh partition, which the gate checks again.
     """
     source = gate.partition.parent
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = settings.lake / "quarantine" / "gate" / table / source.name / f"attempt-{stamp}"
+    target = lake.gate_quarantine_dir(settings.lake, table, lake.partition_day(source), datetime.now(UTC))
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(source, target)
     if gate.result_path.is_file():

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from recsys.config import Settings
-from recsys.errors import ValidationFailedError
-from recsys.transform.warehouse import MissingMartError, mart_location, read_mart
-from recsys.validation.config import QualityConfig, quality_config
-from recsys.validation.gates import GateResult, check_interval, run_gate
+from recsys import lake
+from recsys.config import QualitySettings, Settings
+from recsys.errors import MissingMartError, ValidationFailedError
+from recsys.transform.warehouse import mart_location, read_mart
+from recsys.validation.gates import GateResult, run_gate
 from recsys.validation.suites import RECENT_COUNT, mart_suites
 
 
@@ -31,11 +31,11 @@ def mart_rows(settings: Settings, mart: str, start: datetime, end: datetime) -> 
 
 
 def gate_marts(
-    settings: Settings, interval_start: datetime, interval_end: datetime, config: QualityConfig | None = None
+    settings: Settings, interval_start: datetime, interval_end: datetime, config: QualitySettings | None = None
 ) -> dict[str, GateResult]:
     """Validate each mart's rows of the interval; ``{mart: verdict}`` (never raises on bad data)."""
-    start, end = check_interval(interval_start, interval_end)
-    cfg = config or quality_config(settings)
+    start, end = lake.check_interval(interval_start, interval_end)
+    cfg = config or settings.quality
     suites = mart_suites(
         cfg.marts, min_interactions=min(cfg.events.min_rows, 1), recent_items_limit=settings.recent_items_limit
     )

@@ -14,18 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.config import Settings
+from recsys import lake
+from recsys.config import EventsQuality, Settings
 from recsys.errors import ValidationFailedError
-from recsys.validation.config import EventsQuality, quality_config
-from recsys.validation.gates import (
-    GateResult,
-    check_interval,
-    previous_partition_rows,
-    raw_partition,
-    read_raw_partition,
-    result_path,
-    run_gate,
-)
+from recsys.validation.gates import GateResult, previous_partition_rows, read_raw_partition, result_path, run_gate
 from recsys.validation.suites import (
     DUPLICATE_EXEMPT_COLUMN,
     UNKNOWN_ITEM_COLUMN,
@@ -40,7 +32,7 @@ __all__ = ["GateResult", "gate_raw_events", "raw_events_partition", "raw_events_
 
 def raw_events_partition(settings: Settings, interval_start: datetime) -> Path:
     """The raw events partition of the data interval starting at ``interval_start``."""
-    return raw_partition(settings, "events", interval_start)
+    return lake.partition_path(settings.lake, "events", interval_start)
 
 
 def raw_events_result_path(settings: Settings, interval_start: datetime) -> Path:
@@ -54,9 +46,8 @@ def known_item_ids(settings: Settings, before: datetime) -> Any:
     import pyarrow.parquet as pq
 
     ids = []
-    for path in sorted((settings.lake / "raw" / "items").glob("dt=*/part-0.parquet")):
-        day = datetime.fromisoformat(path.parent.name.removeprefix("dt=")).replace(tzinfo=UTC)
-        if day < before and "item_id" in pq.read_schema(path).names:
+    for day, path in lake.partitions(settings.lake, "items").items():
+        if lake.day_start(day) < before and "item_id" in pq.read_schema(path).names:
             ids.append(pq.read_table(path, columns=["item_id"]).column("item_id").to_numpy(zero_copy_only=False))
     return np.unique(np.concatenate(ids)) if ids else np.array([], dtype="int64")
 
@@ -66,8 +57,8 @@ def gate_raw_events(
 ) -> GateResult:
     """Validate the interval's raw events partition and write the result; returns the verdict, never raises
     on bad data (only on a missing partition or a bad interval)."""
-    start, end = check_interval(interval_start, interval_end)
-    cfg = config or quality_config(settings).events
+    start, end = lake.check_interval(interval_start, interval_end)
+    cfg = config or settings.quality.events
     partition = raw_events_partition(settings, start)
     frame, schema_problems = read_raw_partition(partition, "events")
     check_catalog = "item_id" in frame.columns and not any(f.column == "item_id" for f in schema_problems)
@@ -96,7 +87,7 @@ def validate_raw_events(settings: Settings, interval_start: datetime, interval_e
     """
     gate = gate_raw_events(settings, interval_start, interval_end)
     if not gate.success:
-        start, end = check_interval(interval_start, interval_end)
+        start, end = lake.check_interval(interval_start, interval_end)
         raise ValidationFailedError(
             f"{gate.summary()}\nFull result: {gate.result_path}. Fix the source data or the extraction for "
             f"[{(start - max(settings.late_data_overlap, settings.max_event_lateness)).isoformat()}, "

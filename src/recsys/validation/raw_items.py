@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from recsys.config import Settings
-from recsys.validation.config import ItemsQuality, quality_config
-from recsys.validation.gates import (
-    GateResult,
-    check_interval,
-    previous_partition_rows,
-    raw_partition,
-    read_raw_partition,
-    run_gate,
-)
+from recsys import lake
+from recsys.config import ItemsQuality, Settings
+from recsys.validation.gates import GateResult, previous_partition_rows, read_raw_partition, run_gate
 from recsys.validation.suites import raw_items_suite
 
 
@@ -22,9 +15,9 @@ def gate_raw_items(
 ) -> GateResult:
     """Validate the interval's raw items partition and write the result; returns the verdict (never raises
     on bad data, only on a missing partition or a bad interval)."""
-    start, end = check_interval(interval_start, interval_end)
-    cfg = config or quality_config(settings).items
-    partition = raw_partition(settings, "items", start)
+    start, end = lake.check_interval(interval_start, interval_end)
+    cfg = config or settings.quality.items
+    partition = lake.partition_path(settings.lake, "items", start)
     frame, schema_problems = read_raw_partition(partition, "items")
     suite = raw_items_suite(
         start - settings.late_data_overlap,

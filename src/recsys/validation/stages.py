@@ -13,10 +13,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from recsys import lake
 from recsys.config import Settings
 from recsys.errors import ValidationFailedError
-from recsys.validation.config import quality_config
-from recsys.validation.gates import GateResult, check_interval, data_docs_index, quarantine
+from recsys.validation.gates import GateResult, data_docs_index, quarantine
 
 RAW_GATED_TABLES = ("items", "events")  # items first: the events gate checks items against the catalog
 
@@ -26,7 +26,7 @@ def gate_raw_partitions(settings: Settings, start: datetime, end: datetime) -> d
     from recsys.validation.raw_events import gate_raw_events
     from recsys.validation.raw_items import gate_raw_items
 
-    cfg = quality_config(settings)
+    cfg = settings.quality
     results: dict[str, GateResult] = {}
     for table in RAW_GATED_TABLES:
         gate = (
@@ -40,7 +40,7 @@ def gate_raw_partitions(settings: Settings, start: datetime, end: datetime) -> d
 
 def validate_raw_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
     """Gate the interval's raw partitions; quarantine and raise :class:`ValidationFailedError` on failure."""
-    start, end = check_interval(start, end)
+    start, end = lake.check_interval(start, end)
     results = gate_raw_partitions(settings, start, end)
     _raise_on_failure(settings, "raw", results, start, end)
     return _summary(settings, results)
@@ -50,7 +50,7 @@ def validate_marts_stage(settings: Settings, start: datetime, end: datetime) -> 
     """Gate the marts' rows of the interval; raise :class:`ValidationFailedError` on failure."""
     from recsys.validation.marts import gate_marts
 
-    start, end = check_interval(start, end)
+    start, end = lake.check_interval(start, end)
     results = gate_marts(settings, start, end)
     _raise_on_failure(settings, "mart", results, start, end)
     return _summary(settings, results)

@@ -10,14 +10,11 @@ import math
 from datetime import datetime
 from typing import Any
 
-from recsys.ingest.extract import RAW_SCHEMAS
-from recsys.validation.config import EventsQuality, ItemsQuality, MartsQuality, RowCountRule
+from recsys.config import EventsQuality, ItemsQuality, MartsQuality, RowCountRule
+from recsys.lake import EVENT_TYPES, EXTRA, partition_schema
 
-EVENT_TYPES = ("impression", "click", "rating", "like", "purchase", "tag")
-# The extraction contract itself, plus the interval column extraction appends.
-RAW_COLUMNS = {table: (*RAW_SCHEMAS[table].names, "_interval_start") for table in ("events", "items")}
 # Source columns outside the contract (schema drift, e.g. a renamed column) arrive as JSON in _extra.
-DRIFT_COLUMN = "_extra"
+DRIFT_COLUMN = EXTRA
 # Derived column the events gate adds: item_id where the item is in no raw items partition so far, else null.
 UNKNOWN_ITEM_COLUMN = "unknown_item_id"
 # Derived column the events gate adds: event_id on events of a duplicate-exempt type (tags), else null. It
@@ -74,7 +71,7 @@ def raw_events_suite(
 
     cfg = config or EventsQuality()
     exempt = [DUPLICATE_EXEMPT_COLUMN] if cfg.duplicate_key and cfg.duplicate_exempt_event_types else []
-    columns = [*RAW_COLUMNS["events"], *([UNKNOWN_ITEM_COLUMN] if check_catalog else []), *exempt]
+    columns = [*partition_schema("events").names, *([UNKNOWN_ITEM_COLUMN] if check_catalog else []), *exempt]
     expectations = [
         gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True),
         gxe.ExpectColumnValuesToBeNull(column=DRIFT_COLUMN),
@@ -122,7 +119,7 @@ def raw_items_suite(
 
     cfg = config or ItemsQuality()
     expectations = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=list(RAW_COLUMNS["items"]), exact_match=True),
+        gxe.ExpectTableColumnsToMatchSet(column_set=partition_schema("items").names, exact_match=True),
         gxe.ExpectColumnValuesToBeNull(column=DRIFT_COLUMN),
         gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
         gxe.ExpectColumnValuesToBeUnique(column="item_id"),

@@ -9,7 +9,7 @@ from recsys.config import Settings, get_settings
 def test_defaults_put_every_path_under_home(tmp_path: Path) -> None:
     s = Settings(home=tmp_path)
     assert s.lake == tmp_path / "lake"
-    assert s.warehouse == tmp_path / "warehouse.duckdb"
+    assert s.duckdb_path == tmp_path / "warehouse.duckdb"
     assert s.source_url is not None
     assert s.source_url.get_secret_value() == f"sqlite:///{tmp_path / 'source.db'}"
     assert s.feature_service_name == "recommender_v1"
@@ -31,7 +31,7 @@ def test_secrets_are_masked_in_logs(tmp_path: Path) -> None:
     s = Settings(
         home=tmp_path,
         source_url="mysql+pymysql://app:hunter2@db:3306/site",
-        postgres={"host": "pg", "password": "swordfish"},
+        warehouse={"postgres": {"host": "pg", "password": "swordfish"}},
     )
     shown = str(s.redacted())
     assert "hunter2" not in shown and "swordfish" not in shown

@@ -117,7 +117,7 @@ def test_definitions_load_without_touching_cwd_environ_or_modules(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("RECSYS_MARTS_DIR", raising=False)
+    monkeypatch.delenv("RECSYS_WAREHOUSE__MARTS_DIR", raising=False)
     names = {obj.name for obj in definitions(settings)}
     assert names == {
         "user",
@@ -129,7 +129,7 @@ def test_definitions_load_without_touching_cwd_environ_or_modules(
         "recommender_v1_user",
         "recommender_v1_item",
     }
-    assert "RECSYS_MARTS_DIR" not in os.environ
+    assert "RECSYS_WAREHOUSE__MARTS_DIR" not in os.environ
     assert not {"entities", "data_sources", "features", "feature_services"} & set(sys.modules)
 
 

@@ -1,4 +1,4 @@
-"""The offline store follows ``warehouse_target``: DuckDB over Parquet, or PostgreSQL over the mart tables.
+"""The offline store follows ``warehouse.target``: DuckDB over Parquet, or PostgreSQL over the mart tables.
 
 No server is needed: these check the configuration and the source definitions, not retrieval (that is
 tests/integration/test_postgres_run_mode.py).
@@ -32,7 +32,7 @@ SOURCES = {
 
 @pytest.fixture
 def pg_settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", warehouse_target="postgres", postgres=POSTGRES)
+    return Settings(home=tmp_path / "home", warehouse={"target": "postgres", "postgres": POSTGRES})
 
 
 def _views(settings: Settings) -> dict[str, object]:

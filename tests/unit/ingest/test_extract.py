@@ -9,7 +9,8 @@ from sqlalchemy import text
 
 from recsys.config import Settings
 from recsys.errors import ExtractError, SourceUnavailableError
-from recsys.ingest.extract import backfill, day_interval, extract_all, extract_interval, partition_path
+from recsys.ingest.extract import backfill, extract_all, extract_interval
+from recsys.lake import day_interval, partition_path
 from recsys.sources.db import source_engine
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site

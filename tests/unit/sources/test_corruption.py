@@ -127,7 +127,7 @@ GATE_CATCHES = {
 @pytest.mark.parametrize("kind", sorted(GATE_CATCHES))
 def test_the_raw_gate_flags_each_injected_kind(kind: str, tmp_path: Path) -> None:
     """The simulator's corruption, through the real writer and extractor, fails the raw events gate by name."""
-    from recsys.ingest.extract import day_interval
+    from recsys.lake import day_interval
     from recsys.validation.raw_events import gate_raw_events
 
     settings = Settings(home=tmp_path)

@@ -7,7 +7,8 @@ import pytest
 
 from recsys.config import Settings, project_dir
 from recsys.errors import SourceUnavailableError
-from recsys.ingest.extract import day_interval, extract_interval
+from recsys.ingest.extract import extract_interval
+from recsys.lake import day_interval
 from recsys.sources.movielens import import_movielens
 
 # $RECSYS_MOVIELENS_DIR (as the bench reads it), else ../shared beside the checkout, else the machine's copy.

@@ -1,6 +1,6 @@
 from collections import Counter
 
-from recsys.sources.schema import EVENT_TYPES
+from recsys.lake import EVENT_TYPES
 from recsys.sources.simulator import SimulationConfig, simulate
 
 SMALL = SimulationConfig(days=3, n_users=40, initial_items=60, new_items_per_day=5)

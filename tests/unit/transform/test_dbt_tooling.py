@@ -29,7 +29,7 @@ def lake(settings: Settings) -> Settings:
     write_partition(settings.lake, "items", day, [item(10, utc(2024, 5, 1))])
     write_partition(settings.lake, "users", day, [user(1, utc(2024, 5, 1))])
     write_partition(settings.lake, "events", day, [event("e1", 1, 10, "click", utc(2024, 5, 1, 9))])
-    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     settings.marts.mkdir(parents=True, exist_ok=True)
     return settings
 

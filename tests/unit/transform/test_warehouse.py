@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.config import Settings
-from recsys.errors import TransformError
-from recsys.transform import MissingMartError, mart_location, publish_embeddings, read_mart
+from recsys.errors import MissingMartError, TransformError
+from recsys.transform import mart_location, publish_embeddings, read_mart
 from recsys.transform.warehouse import _arrow_schema, _embeddings_csv
 
 
@@ -43,7 +43,7 @@ def test_a_missing_mart_says_to_run_the_transform_stage(settings: Settings) -> N
 
 
 def test_postgres_location_names_server_database_and_table(tmp_path: Path) -> None:
-    s = Settings(home=tmp_path, warehouse_target="postgres", postgres={"dbname": "wh", "schema_name": "marts"})
+    s = Settings(home=tmp_path, warehouse={"target": "postgres", "postgres": {"dbname": "wh", "schema_name": "marts"}})
     assert str(mart_location(s, "item_texts")) == "postgresql:127.0.0.1:5432/wh/marts.item_texts"
 
 
