@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -96,3 +97,21 @@ def write_partition(lake_dir: Path, table: str, day: date, rows: Iterable[dict[s
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns, schema=schema), path)
     return path
+
+
+def expected_mart_rows(lake_dir: Path) -> dict[str, int]:
+    """Rows each mart must have, counted from the raw lake with pandas (independently of dbt).
+
+    Events count once per event_id however often they were delivered; the daily marts have one row per entity
+    and UTC day with any event; item_texts one row per item.
+    """
+    events = pd.read_parquet(lake_dir / "raw" / "events").drop_duplicates("event_id")
+    days = events["occurred_at"].dt.tz_convert("UTC").dt.date
+    per_day = {entity: len(set(zip(events[entity], days, strict=True))) for entity in ("user_id", "item_id")}
+    return {
+        "fct_interactions": len(events),
+        "user_daily_features": per_day["user_id"],
+        "item_daily_features": per_day["item_id"],
+        "item_texts": pd.read_parquet(lake_dir / "raw" / "items")["item_id"].nunique(),
+        "user_recent_items": per_day["user_id"],
+    }

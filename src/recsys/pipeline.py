@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from recsys import lake
 from recsys.config import Settings, project_dir
 from recsys.errors import TrainingError
 from recsys.timing import stage
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def run_dir(settings: Settings, start: datetime) -> Path:
     """Working folder of one data interval's training run."""
-    return settings.home / "runs" / f"dt={start:%Y-%m-%d}"
+    return settings.home / "runs" / lake.day_key(start)
 
 
 def _timings(settings: Settings) -> Path:

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from conftest import fresh_postgres_database
 
+from conftest_raw import expected_mart_rows
 from fixtures_bert import write_tiny_bert
 from recsys.config import Settings
 from recsys.errors import MissingMartError
@@ -105,9 +106,10 @@ def test_transform_stage_builds_the_marts_in_postgres_only(runs: Runs) -> None:
 
 def test_read_mart_gives_the_same_frame_from_both_warehouses(runs: Runs) -> None:
     duck, pg, _ = runs
+    expected = expected_mart_rows(duck.lake)
     for name in MARTS:
         from_parquet, from_postgres = read_mart(duck, name), read_mart(pg, name)
-        assert len(from_parquet) > 0, name
+        assert len(from_parquet) == expected[name], name
         pd.testing.assert_series_equal(from_postgres.dtypes, from_parquet.dtypes, obj=name)
         assert _rows(from_postgres) == _rows(from_parquet), name
     fct = read_mart(pg, "fct_interactions", columns=["user_id", "label", "event_timestamp"])
@@ -174,7 +176,10 @@ def test_training_set_is_the_same_from_both_warehouses(runs: Runs) -> None:
 
     duck, pg, _ = runs
     from_duckdb, from_postgres = training_set.build(duck, END), training_set.build(pg, END)
-    assert len(from_postgres.train) > 0 and len(from_postgres.items) == len(read_mart(pg, "item_texts"))
+    positives = read_mart(pg, "fct_interactions").query("label == 1")
+    before_holdout = positives["event_timestamp"] < pd.Timestamp(from_postgres.holdout_start)
+    assert len(from_postgres.train) == int(before_holdout.sum())  # one training row per positive before the holdout
+    assert len(from_postgres.items) == len(read_mart(pg, "item_texts"))
     for part in ("train", "test", "items"):
         mine, theirs = getattr(from_postgres, part), getattr(from_duckdb, part)
         pd.testing.assert_series_equal(mine.dtypes, theirs.dtypes, obj=part)

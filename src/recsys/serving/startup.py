@@ -12,10 +12,11 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from recsys import lake
 from recsys.config import Settings
 from recsys.errors import ServingError
 from recsys.serving.breaker import CircuitBreaker
@@ -41,8 +42,7 @@ class Binding:
 def _utc(value: Any) -> datetime | None:
     if value is None:
         return None
-    stamp = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return lake.utc(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
 
 
 def check_binding(
