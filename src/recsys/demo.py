@@ -36,7 +36,7 @@ def query_bento(
     """Serve a bento (default: production, else the latest build) on localhost, ask it for ``user_ids``, stop it."""
     from recsys.registry import latest_bento
     from recsys.registry.production import production_bento
-    from recsys.serving.client import recommend_http, serve_bento
+    from recsys.registry.serve import recommend_http, serve_bento
 
     tag = bento_tag or production_bento(settings) or latest_bento(settings)
     answers = []

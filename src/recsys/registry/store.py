@@ -32,7 +32,7 @@ import recsys
 from recsys.artifact import ARTIFACT_FILES, check_artifact_dir, read_manifest
 from recsys.config import Settings, project_dir
 from recsys.errors import ArtifactError, ConfigError, RegistryError
-from recsys.serving.client import bentoml_subprocess_env
+from recsys.registry.serve import bentoml_subprocess_env
 
 log = logging.getLogger(__name__)
 
