@@ -10,7 +10,7 @@ unit vectors of width 384 (the JSON says which). User marts (``user_daily_featur
 with each user's last <= 100 positives, newest first) are applied and materialized with Feast into the real
 Redis online store (a Redis DB of its own, emptied of this bench's keys at the end). The artifact is
 registered (``save_model``), built into a bento (``build_bento``) and served with ``bentoml serve``
-(``recsys.serving.client.serve_bento``), ``OPENBLAS_NUM_THREADS=1``.
+(``recsys.registry.serve.serve_bento``), ``OPENBLAS_NUM_THREADS=1``.
 
 Measured:
 
@@ -509,7 +509,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 def _agreement(bento: str, floor: str, users: list[int]) -> dict[str, Any]:
     """How many users get the same top k from both servers (float rounding may swap near-ties)."""
-    from recsys.serving.client import post_json
+    from recsys.registry.serve import post_json
 
     same, fallback = 0, 0
     for u in users:
@@ -525,8 +525,8 @@ def run() -> dict[str, Any]:
 
     from recsys.config import Settings
     from recsys.features.store import PROJECT
+    from recsys.registry.serve import free_port, serve_bento
     from recsys.registry.store import build_bento, save_model
-    from recsys.serving.client import free_port, serve_bento
     from recsys.serving.startup import start_runtime
 
     started = time.perf_counter()

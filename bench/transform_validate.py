@@ -79,7 +79,7 @@ print(json.dumps({{"import_s": imported, "reference_8_expectations_s": reference
 DBT = """
 import time, json, resource
 from recsys.config import Settings
-from recsys.transform import build
+from recsys.transform.dbt import build
 s = Settings(home={home!r})
 t = time.perf_counter(); result = build(s, full_refresh=True); seconds = time.perf_counter() - t
 import pyarrow.parquet as pq

@@ -173,7 +173,7 @@ def serve(
 
     from recsys.errors import RegistryError
     from recsys.registry.production import NEXT_STEP, pointer_path, production
-    from recsys.serving.client import bentoml_subprocess_env
+    from recsys.registry.serve import bentoml_subprocess_env
 
     settings = get_settings()
     current = production(settings)

@@ -414,10 +414,8 @@ class Settings(BaseSettings):
         return f"recommender_v{self.feature_service_version}"
 
     def tool_env(self) -> dict[str, str]:
-        """Environment for the tools that read config from env vars (dbt profiles, Feast repo, BentoML).
-
-        ``RECSYS_OFFLINE_STORE`` (= ``warehouse.target``) tells ``feature_repo/`` whether its sources are the
-        Parquet files (duckdb) or the mart tables in schema ``RECSYS_MARTS_SCHEMA`` (postgres). No secrets.
+        """Environment for the tools that read paths from env vars (dbt's profiles and sources, BentoML), named as
+        the settings they come from, so a subprocess that builds ``Settings()`` finds the same paths. No secrets.
         """
         assert self.bentoml_home is not None
         return {
@@ -425,9 +423,6 @@ class Settings(BaseSettings):
             "RECSYS_LAKE_DIR": str(self.lake),
             "RECSYS_WAREHOUSE__DUCKDB_PATH": str(self.duckdb_path),
             "RECSYS_WAREHOUSE__MARTS_DIR": str(self.marts),
-            "RECSYS_EMBEDDINGS_PATH": str(self.embeddings_path),
-            "RECSYS_OFFLINE_STORE": self.warehouse.target,
-            "RECSYS_MARTS_SCHEMA": self.warehouse.postgres.schema_name,
             "BENTOML_HOME": str(self.bentoml_home),
         }
 

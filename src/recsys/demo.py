@@ -36,7 +36,7 @@ def query_bento(
     """Serve a bento (default: production, else the latest build) on localhost, ask it for ``user_ids``, stop it."""
     from recsys.registry import latest_bento
     from recsys.registry.production import production_bento
-    from recsys.serving.client import recommend_http, serve_bento
+    from recsys.registry.serve import recommend_http, serve_bento
 
     tag = bento_tag or production_bento(settings) or latest_bento(settings)
     answers = []
@@ -53,7 +53,7 @@ def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 3
     from recsys.orchestration import run_dag_test
     from recsys.sources.simulator import SimulationConfig, simulate
     from recsys.sources.writer import write_site
-    from recsys.transform import read_mart
+    from recsys.transform.warehouse import read_mart
 
     t0 = time.perf_counter()
     settings.home.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,7 @@ def transform_stage(settings: Settings, start: datetime, end: datetime) -> dict[
     With the PostgreSQL warehouse the raw tables are first synced with the lake (new or rewritten partitions
     copied in, removed ones deleted); DuckDB reads the lake in place.
     """
-    from recsys.transform import build
+    from recsys.transform.dbt import build
 
     with stage("dbt_build", _timings(settings), **_label(start)):
         if settings.warehouse.target == "postgres":
@@ -101,7 +101,7 @@ def encode_stage(settings: Settings, start: datetime, end: datetime) -> dict[str
     """
     from recsys import features
     from recsys.model.encoder import encode_items
-    from recsys.transform import read_mart
+    from recsys.transform.warehouse import read_mart
 
     with stage("encode_items", _timings(settings), **_label(start)):
         items = read_mart(settings, "item_texts")

@@ -20,7 +20,7 @@ from recsys.config import PostgresSettings, Settings
 from recsys.ingest.extract import backfill
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
-from recsys.transform import build
+from recsys.transform.dbt import build
 from recsys.transform.postgres import connect, load_raw
 
 pytestmark = pytest.mark.services

@@ -29,8 +29,8 @@ from recsys.ingest.extract import backfill
 from recsys.pipeline import encode_stage, features_stage, transform_stage, validate_marts_stage
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
-from recsys.transform import publish_embeddings, read_mart
 from recsys.transform.postgres import connect, sync_raw
+from recsys.transform.warehouse import publish_embeddings, read_mart
 
 pytestmark = pytest.mark.services
 

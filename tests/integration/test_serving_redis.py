@@ -28,8 +28,8 @@ from serving_fixtures import EXAMPLE_ROWS, EXAMPLE_USERS, RedisServer, redis_set
 
 from recsys.config import ServingSettings, Settings
 from recsys.errors import ServingError
+from recsys.registry.serve import serve_bento
 from recsys.registry.store import build_bento, save_model
-from recsys.serving.client import serve_bento
 from recsys.serving.recommender import REASON_NO_FEATURES, REASON_STORE_UNAVAILABLE
 from recsys.serving.testing import ExampleArtifact, materialize_example_users, write_example_artifact
 

@@ -1,21 +1,19 @@
 """Feast glue: one programmatic FeatureStore per Settings, apply, materialize and feature retrieval.
 
 The store is configured from :class:`recsys.config.Settings` (never from ``feature_store.yaml`` or the
-current directory). The definitions in ``settings.feast_repo`` are loaded by path, with the paths they
-read from the environment taken from ``settings.tool_env()``. The offline store follows
-``settings.warehouse.target``: DuckDB over the Parquet marts, or PostgreSQL over the mart tables.
+current directory). The definitions are those of ``recsys_repo.py`` in ``settings.feast_repo``, loaded once
+per process by path (not imported by name: nothing is added to ``sys.path`` or ``sys.modules``, nothing is
+read from the environment), with their batch sources bound to the configured warehouse: DuckDB over the
+Parquet marts, or PostgreSQL over the mart tables (``settings.warehouse.target``).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import functools
+import importlib.util
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from recsys.config import Settings
@@ -24,12 +22,13 @@ from recsys.errors import FeatureStoreError
 if TYPE_CHECKING:
     import pandas as pd
     from feast import FeatureStore, FeatureView
+    from feast.data_source import DataSource
     from feast.feast_object import FeastObject
 
 PROJECT = "recsys"
 ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast 0.67 deprecates anything below 3
 ROW_COLUMN = "_recsys_entity_row"  # added to entity_df so answers come back in the caller's row order
-_LOAD_LOCK = threading.Lock()  # loading mutates os.environ, sys.path and sys.modules
+REPO_MODULE = "recsys_repo.py"  # the definitions file of the feature repo (feature_repo/recsys_repo.py)
 
 
 def offline_store_config(settings: Settings) -> dict[str, Any]:
@@ -92,64 +91,52 @@ def feature_store(settings: Settings, *, project: str = PROJECT) -> FeatureStore
         ) from exc
 
 
-@contextmanager
-def _repo_import_context(repo: Path, env: dict[str, str], names: list[str]) -> Iterator[None]:
-    """Import the repo's modules fresh, with ``env`` set, then restore environ, sys.path and sys.modules."""
-    saved_env = {key: os.environ.get(key) for key in env}
-    saved_modules = {name: sys.modules.pop(name) for name in names if name in sys.modules}
-    os.environ.update(env)
-    sys.path.insert(0, str(repo))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(repo))
-        for name in names:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved_modules)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+@functools.cache
+def _repo_module(repo: Path) -> ModuleType:
+    """The definitions module of the feature repo at ``repo``, executed once per process.
 
-
-def _definition_files(repo: Path) -> list[Path]:
-    """The repo's definition modules, as Feast itself lists them (honours ``.feastignore``)."""
-    from feast.repo_operations import get_repo_files
-
-    if not (repo / "feature_store.yaml").is_file():
+    It is loaded by path under a private name and kept out of ``sys.modules``: the ``feast`` CLI imports the same
+    file as a top-level module of its own, and each caller here gets fresh objects from its ``definitions``.
+    """
+    path = repo / REPO_MODULE
+    if not (repo / "feature_store.yaml").is_file() or not path.is_file():
         raise FeatureStoreError(
-            f"{repo} is not a Feast repo (no feature_store.yaml): set RECSYS_FEAST_REPO to the feature_repo/ dir."
+            f"{repo} is not the recsys Feast repo (it needs feature_store.yaml and {REPO_MODULE}): "
+            "set RECSYS_FEAST_REPO to the feature_repo/ dir."
         )
-    return [path for path in get_repo_files(repo) if path.parent == repo.resolve()]
+    spec = importlib.util.spec_from_file_location("recsys_feature_repo", path)
+    assert spec is not None and spec.loader is not None  # a .py file always has a source loader
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise FeatureStoreError(f"Feast definitions {path} failed to import: {exc}") from exc
+    return module
+
+
+def _bound_sources(repo: ModuleType, settings: Settings) -> dict[str, DataSource]:
+    """The repo's batch sources at the locations ``settings`` configure (Parquet files or mart tables)."""
+    if settings.warehouse.target == "postgres":
+        return dict(repo.postgres_sources(settings.warehouse.postgres.schema_name))
+    return dict(repo.file_sources(settings.marts, settings.embeddings_path))
 
 
 def definitions(settings: Settings) -> list[FeastObject]:
-    """Load the Entity, FeatureView and FeatureService objects defined in ``settings.feast_repo``."""
-    from feast import Entity, FeatureService, FeatureView
-
-    repo = settings.feast_repo
-    names = [path.stem for path in _definition_files(repo)]
-    found: list[FeastObject] = []
-    with _LOAD_LOCK, _repo_import_context(repo, settings.tool_env(), names):
-        for name in names:
-            try:
-                module = importlib.import_module(name)
-            except Exception as exc:
-                raise FeatureStoreError(f"Feast definitions {repo / name}.py failed to import: {exc}") from exc
-            for value in vars(module).values():
-                if isinstance(value, Entity | FeatureView | FeatureService) and not any(
-                    value is seen for seen in found
-                ):
-                    found.append(value)
-    return found
+    """The Entity, FeatureView and FeatureService objects of ``settings.feast_repo``, their feature views
+    reading the configured warehouse (fresh objects on each call)."""
+    repo = _repo_module(settings.feast_repo.resolve())
+    try:
+        objects = repo.definitions(_bound_sources(repo, settings))
+    except Exception as exc:
+        raise FeatureStoreError(f"Feast definitions in {repo.__file__} failed to build: {exc}") from exc
+    return list(objects.values())
 
 
 def apply(settings: Settings, *, project: str = PROJECT) -> None:
     """Register every definition in ``settings.feast_repo`` and create its online tables (idempotent)."""
     objects = definitions(settings)
     if not objects:
-        raise FeatureStoreError(f"No Feast definitions found in {settings.feast_repo}: check .feastignore.")
+        raise FeatureStoreError(f"No Feast definitions found in {settings.feast_repo / REPO_MODULE}.")
     store = feature_store(settings, project=project)
     try:
         store.apply(objects)

@@ -117,7 +117,7 @@ class TrainingData:
 
 
 def _events(settings: Settings, with_types: bool) -> pd.DataFrame:
-    from recsys.transform import read_mart  # the configured warehouse: Parquet (DuckDB) or PostgreSQL
+    from recsys.transform.warehouse import read_mart  # the configured warehouse: Parquet (DuckDB) or PostgreSQL
 
     columns = ["user_id", "item_id", "label", "event_timestamp", *(["event_type"] if with_types else [])]
     frame = read_mart(settings, "fct_interactions", columns=columns)
@@ -188,7 +188,7 @@ def _user_features(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
 
 def _items(settings: Settings, end: datetime, as_of: datetime) -> pd.DataFrame:
     from recsys.features import historical_features
-    from recsys.transform import read_mart
+    from recsys.transform.warehouse import read_mart
 
     catalog = read_mart(settings, "item_texts", columns=["item_id", "updated_at"])
     catalog = catalog[pd.to_datetime(catalog["updated_at"], utc=True) < pd.Timestamp(end)]

@@ -7,10 +7,11 @@ settings (a test suite does), :func:`bentoml_for` re-points BentoML's cached sto
 own pytest plugin does. Subprocesses (``bentoml build``, ``bentoml serve``) always get the home via env.
 
 Bento builds run ``bentoml build`` in a subprocess (a clean import of the service module each time) from a
-staged build context: ``bentos/recommender`` plus a copy of the ``recsys`` package source, so the bento is
-self-contained (its ``src/`` carries the code it imports). The model version is pinned with a bento template
-argument (``--arg model_tag=name:version``), which BentoML records in ``bento.yaml`` and re-applies whenever the
-bento is served; the build is then checked to list exactly that one model.
+staged build context: ``bentos/recommender`` plus a copy of the ``recsys`` modules its service imports
+(:mod:`recsys.registry.build_context`), so the bento is self-contained and carries only the serving runtime.
+The model version is pinned with a bento template argument (``--arg model_tag=name:version``), which BentoML
+records in ``bento.yaml`` and re-applies whenever the bento is served; the build is then checked to list
+exactly that one model.
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import recsys
 from recsys.artifact import ARTIFACT_FILES, check_artifact_dir, read_manifest
-from recsys.config import Settings, project_dir
+from recsys.config import Settings
 from recsys.errors import ArtifactError, ConfigError, RegistryError
-from recsys.serving.client import bentoml_subprocess_env
+from recsys.registry.build_context import stage_build_context
+from recsys.registry.serve import bentoml_subprocess_env
 
 log = logging.getLogger(__name__)
 
-BENTO_SOURCE = Path("bentos") / "recommender"
 LABEL_KEYS = ("feature_service", "code_version", "dataset_fingerprint")
 BUILD_TIMEOUT_S = 600
 
@@ -184,17 +184,6 @@ def bento_models(settings: Settings, bento_tag: str) -> list[str]:
     """The model tags a built bento names (a correctly built recommender bento names exactly one)."""
     missing = f"bento {bento_tag} is not in {_home(settings)}: build it with build_bento."
     return [str(model.tag) for model in _stored(settings, "bento", bento_tag, missing).info.all_models]
-
-
-def stage_build_context(settings: Settings, target: Path) -> Path:
-    """Copy ``bentos/recommender`` and the ``recsys`` package source into ``target`` (a bento build context)."""
-    source = project_dir() / BENTO_SOURCE
-    if not (source / "bentofile.yaml").is_file():
-        raise RegistryError(f"{source} has no bentofile.yaml: set RECSYS_PROJECT_DIR to the repository root.")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(source, target, ignore=ignore, dirs_exist_ok=True)
-    shutil.copytree(Path(recsys.__file__).parent, target / "recsys", ignore=ignore, dirs_exist_ok=True)
-    return target
 
 
 BINDING_LABELS = ("feature_service", "data_interval_start", "data_interval_end", "catalog_fingerprint")

@@ -1,14 +1,6 @@
-"""Transform stage: build the dbt project (raw lake -> staging -> marts) in-process, and read its marts."""
+"""Transform stage: build the dbt project (raw lake -> staging -> marts) and read its marts.
 
-from recsys.transform.dbt import DbtBuildResult, NodeResult, build, dbt_project_dir
-from recsys.transform.warehouse import mart_location, publish_embeddings, read_mart
-
-__all__ = [
-    "DbtBuildResult",
-    "NodeResult",
-    "build",
-    "dbt_project_dir",
-    "mart_location",
-    "publish_embeddings",
-    "read_mart",
-]
+``recsys.transform.dbt`` runs ``dbt build``; ``recsys.transform.warehouse`` reads the marts from the configured
+warehouse; ``recsys.transform.postgres`` connects to the PostgreSQL warehouse and loads the raw tables. This
+package re-exports nothing, so importing one of them (the service reads none) does not import the others.
+"""

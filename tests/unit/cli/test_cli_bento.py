@@ -203,7 +203,7 @@ def _alive(base_url: str) -> bool:
 
 @pytest.mark.slow
 def test_recsys_serve_runs_the_production_bento_until_sigterm(home: Built, tmp_path: Path) -> None:
-    from recsys.serving.client import free_port, recommend_http
+    from recsys.registry.serve import free_port, recommend_http
 
     deploy(home.settings, home.bento_a)  # the older bento, not the latest build
     port = free_port()

@@ -44,7 +44,7 @@ def _views(settings: Settings) -> dict[str, object]:
 def test_duckdb_is_the_default(settings: Settings) -> None:
     config = repo_config(settings)
     assert config.offline_store.type == "duckdb"
-    assert settings.tool_env()["RECSYS_OFFLINE_STORE"] == "duckdb"
+    assert settings.tool_env()["RECSYS_WAREHOUSE__MARTS_DIR"] == str(settings.marts)
 
 
 def test_postgres_offline_store_comes_from_the_postgres_section(pg_settings: Settings) -> None:
@@ -77,8 +77,7 @@ def test_postgres_sources_read_the_mart_tables_under_the_same_names(settings: Se
     assert services == {"recommender_v1_user", "recommender_v1_item"}
 
 
-def test_tool_env_names_the_store_and_schema_but_no_secret(pg_settings: Settings) -> None:
+def test_tool_env_holds_no_secret(pg_settings: Settings) -> None:
     env = pg_settings.tool_env()
-    assert env["RECSYS_OFFLINE_STORE"] == "postgres"
-    assert env["RECSYS_MARTS_SCHEMA"] == "marts"
+    assert env["RECSYS_HOME"] == str(pg_settings.home)
     assert "s3cret" not in "".join(env.values())

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from recsys.config import Settings, project_dir
+from recsys.registry.serve import serving_env
 from recsys.registry.store import bentoml_for, save_model
-from recsys.serving.client import serving_env
 from recsys.serving.recommender import REASON_NO_FEATURES
 from recsys.serving.testing import ExampleArtifact, materialize_example_users
 

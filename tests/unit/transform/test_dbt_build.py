@@ -22,7 +22,7 @@ import pytest
 from conftest_raw import event, item, user, utc, write_partition
 from recsys.config import Settings
 from recsys.errors import TransformError
-from recsys.transform import DbtBuildResult, build
+from recsys.transform.dbt import DbtBuildResult, build
 
 MARTS = ("fct_interactions", "user_daily_features", "item_daily_features", "item_texts", "user_recent_items")
 D1, D2, D3 = date(2024, 5, 1), date(2024, 5, 2), date(2024, 5, 3)

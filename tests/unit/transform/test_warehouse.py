@@ -16,8 +16,7 @@ import pytest
 
 from recsys.config import Settings
 from recsys.errors import MissingMartError, TransformError
-from recsys.transform import mart_location, publish_embeddings, read_mart
-from recsys.transform.warehouse import _arrow_schema, _embeddings_csv
+from recsys.transform.warehouse import _arrow_schema, _embeddings_csv, mart_location, publish_embeddings, read_mart
 
 
 def test_read_mart_reads_the_parquet_export(settings: Settings) -> None:

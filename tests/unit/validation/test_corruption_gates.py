@@ -140,7 +140,7 @@ def test_corruption_is_caught_by_its_gate_and_quarantined(
 
 @pytest.mark.slow
 def test_rerun_after_a_fix_picks_the_partition_up(settings: Settings) -> None:
-    from recsys.transform import build
+    from recsys.transform.dbt import build
 
     write_clean(settings)
     with_rows(event("n1", None, 10, "click", utc(2024, 5, 1, 8)))(settings)
@@ -162,7 +162,7 @@ def test_rerun_after_a_fix_picks_the_partition_up(settings: Settings) -> None:
 
 @pytest.mark.slow
 def test_mart_gate_stops_on_bad_mart_rows(settings: Settings) -> None:
-    from recsys.transform import build
+    from recsys.transform.dbt import build
 
     write_clean(settings)
     write_partition(settings.lake, "users", DAY, [])

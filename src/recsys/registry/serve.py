@@ -1,4 +1,5 @@
-"""Serve a built bento with ``bentoml serve`` and call it over HTTP (smoke-serve step, tests, demos)."""
+"""Serve a built bento with ``bentoml serve`` and call it over HTTP: the deploy side of the registry (the
+smoke-serve step, `recsys serve`, tests, demos and benches). Nothing here runs inside a bento."""
 
 from __future__ import annotations
 
