@@ -1,5 +1,3 @@
--- Point-in-time rule: every item listed in user_recent_items for a row must have a positive interaction
--- of that user strictly before the row's event_timestamp. Returns the offending (row, item) pairs.
 with
 
 recent as (

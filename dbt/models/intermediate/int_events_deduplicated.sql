@@ -7,14 +7,6 @@
     )
 }}
 
-{#-
-  Partitions of this table are UTC event days (event_date). An incremental run rebuilds every event day that
-  a reloaded raw partition touches, from all raw partitions, and replaces those days whole (delete+insert on
-  event_date): a re-run yields the same rows, never duplicates. Reloaded raw partitions are those with
-  _interval_start in [var('interval_start'), var('interval_end')) when both vars are given (the DAG's data
-  interval), else the newest loaded one(s) plus any partition not loaded yet (e.g. one back from quarantine).
--#}
-
 {%- set interval_start = var('interval_start', none) -%}
 {%- set interval_end = var('interval_end', none) -%}
 
@@ -33,8 +25,8 @@ reloaded_days as (
     from events
     {% if interval_start and interval_end %}
         where
-            extracted_interval_start >= {{ timestamptz_literal(interval_start) }}
-            and extracted_interval_start < {{ timestamptz_literal(interval_end) }}
+            extracted_interval_start >= cast('{{ interval_start }}' as timestamptz)
+            and extracted_interval_start < cast('{{ interval_end }}' as timestamptz)
     {% else %}
         where
             extracted_interval_start >= (select max(loaded.extracted_interval_start) from {{ this }} as loaded)

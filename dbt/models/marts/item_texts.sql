@@ -1,7 +1,7 @@
 with
 
 items as (
-    select * from {{ ref('stg_catalog__items') }}
+    select * from {{ ref('int_items_deduplicated') }}
 ),
 
 with_text as (
@@ -9,7 +9,6 @@ with_text as (
         item_id,
         title,
         category,
-        -- the text the BERT item encoder reads; empty parts are skipped
         concat_ws(
             ' | ',
             nullif(trim(title), ''),

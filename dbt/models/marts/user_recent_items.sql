@@ -1,5 +1,3 @@
--- For each user and day with activity: the distinct items of the user's latest positive interactions
--- (label = 1) strictly before the day's end, newest first, at most var('recent_items_limit').
 with
 
 interactions as (

@@ -1,5 +1,3 @@
--- Raw events typed and renamed, one row per raw row: an event re-delivered by a re-extracted or overlapping
--- partition appears once per delivery here; int_events_deduplicated keeps one copy.
 with
 
 source as (
@@ -12,7 +10,7 @@ renamed as (
         cast(user_id as bigint) as user_id,
         cast(item_id as bigint) as item_id,
         lower(cast(event_type as varchar)) as event_type,
-        cast(value as {{ type_float64() }}) as value,
+        cast(value as double precision) as value,
         cast(session_id as varchar) as session_id,
         cast(position as integer) as position,
         cast(occurred_at as timestamptz) as occurred_at,

@@ -1,4 +1,3 @@
--- Latest version of each user (change capture: one raw row per version).
 with
 
 source as (
@@ -16,26 +15,8 @@ renamed as (
     from source
 ),
 
-ranked_versions as (
-    select
-        *,
-        row_number() over (
-            partition by user_id
-            order by updated_at desc, extracted_interval_start desc
-        ) as version_rank
-    from renamed
-),
-
 final as (
-    select
-        user_id,
-        created_at,
-        country,
-        age_band,
-        updated_at,
-        extracted_interval_start
-    from ranked_versions
-    where version_rank = 1
+    select * from renamed
 )
 
 select * from final

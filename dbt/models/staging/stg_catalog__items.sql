@@ -1,4 +1,3 @@
--- Latest version of each item document (change capture: one raw row per version).
 with
 
 source as (
@@ -18,28 +17,8 @@ renamed as (
     from source
 ),
 
-ranked_versions as (
-    select
-        *,
-        row_number() over (
-            partition by item_id
-            order by updated_at desc, extracted_interval_start desc
-        ) as version_rank
-    from renamed
-),
-
 final as (
-    select
-        item_id,
-        title,
-        body,
-        category,
-        tags,
-        published_at,
-        updated_at,
-        extracted_interval_start
-    from ranked_versions
-    where version_rank = 1
+    select * from renamed
 )
 
 select * from final
