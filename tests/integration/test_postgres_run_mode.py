@@ -166,7 +166,7 @@ def test_postgres_and_duckdb_offline_stores_answer_alike(runs: Runs) -> None:
 
 
 def test_training_set_is_the_same_from_both_warehouses(runs: Runs) -> None:
-    from recsys.model import training_set
+    from recsys.features import training_set
 
     duck, pg, _ = runs
     from_duckdb, from_postgres = training_set.build(duck, END), training_set.build(pg, END)
@@ -179,7 +179,7 @@ def test_training_set_is_the_same_from_both_warehouses(runs: Runs) -> None:
 
 
 def test_training_rows_carry_the_point_in_time_recent_items_serving_reads(runs: Runs) -> None:
-    from recsys.model import training_set
+    from recsys.features import training_set
 
     data = training_set.build(runs.duck, END)
     positives = read_mart(runs.duck, "fct_interactions").query("label == 1")

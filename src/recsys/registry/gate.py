@@ -20,7 +20,7 @@ from recsys.errors import RegistryError
 
 if TYPE_CHECKING:
     from recsys.config import Settings
-    from recsys.model.training_set import TrainingData
+    from recsys.features.training_set import TrainingData
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def decide(
 def _score(artifact_dir: Path, data: TrainingData, metric: str, k: int) -> float:
     from recsys.artifact import load_artifact
     from recsys.model.evaluate import evaluate
-    from recsys.model.train import model_scorer
+    from recsys.model.inference import model_scorer
 
     artifact = load_artifact(artifact_dir)
     metrics = evaluate(

@@ -38,7 +38,7 @@ def test_mean_pooling_ignores_padding(tiny_encoder: Any) -> None:
 
 def test_pooling_is_the_masked_mean_of_the_last_hidden_states(tiny_encoder: Any) -> None:
     texts = ["space robot", "the story of a movie about love"]
-    tokens = tiny_encoder._tokenize(texts)
+    tokens = tiny_encoder.tokenize(texts)
     hidden = np.asarray(tiny_encoder.backbone(tokens)["sequence_output"])
     mask = tokens["padding_mask"].astype(bool)
     expected = np.stack([hidden[i][mask[i]].mean(axis=0) for i in range(2)])
@@ -47,7 +47,7 @@ def test_pooling_is_the_masked_mean_of_the_last_hidden_states(tiny_encoder: Any)
 
 
 def test_truncates_to_max_length(tiny_encoder: Any) -> None:
-    tokens = tiny_encoder._tokenize([" ".join(["movie"] * 100)])
+    tokens = tiny_encoder.tokenize([" ".join(["movie"] * 100)])
     assert tokens["token_ids"].shape == (1, 16)
 
 

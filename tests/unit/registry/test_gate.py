@@ -11,7 +11,7 @@ import pytest
 
 from recsys.config import ModelSettings, Settings
 from recsys.errors import RegistryError
-from recsys.model.training_set import ITEM_FEATURES, USER_FEATURES, TrainingData
+from recsys.features.training_set import ITEM_FEATURES, USER_FEATURES, TrainingData
 from recsys.registry.gate import decide, decisions, evaluate_and_decide, production_tag
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,8 @@ def planted() -> TrainingData:
 
 
 def register(settings: Settings, data: TrainingData, train_df: pd.DataFrame, out: Path) -> str:
-    from recsys.model.train import export_artifact, train
+    from recsys.model.export import export_artifact
+    from recsys.model.fit import train
     from recsys.registry import save_model
 
     cfg = ModelSettings(epochs=30, batch_size=32, embedding_dim=8, learning_rate=0.02)

@@ -172,7 +172,7 @@ def _impressions(settings: Settings, events: pd.DataFrame, cutoff: datetime) -> 
 
 
 def _user_features(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
-    from recsys.features import historical_features
+    from recsys.features.store import historical_features
 
     frame = historical_features(settings, entities, f"{settings.feature_service_name}_user")
     frame[USER_FEATURES] = frame[USER_FEATURES].astype("float64").fillna(0.0)
@@ -187,7 +187,7 @@ def _user_features(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
 
 
 def _items(settings: Settings, end: datetime, as_of: datetime) -> pd.DataFrame:
-    from recsys.features import historical_features
+    from recsys.features.store import historical_features
     from recsys.transform import read_mart
 
     catalog = read_mart(settings, "item_texts", columns=["item_id", "updated_at"])
