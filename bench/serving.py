@@ -108,8 +108,9 @@ def train_artifact(directory: Path, stamp: datetime) -> dict[str, Any]:
     """Train the MovieLens-shaped model for 1 epoch and export it; the users' features and recent items."""
     from bench import model_quality
     from recsys.model.data import recent_items_by_user
-    from recsys.model.evaluate import ITEM_POPULARITY_FEATURES, item_popularity_features, positives_from_ratings
-    from recsys.model.train import export_artifact, train
+    from recsys.model.export import export_artifact
+    from recsys.model.fit import train
+    from recsys.model.protocol import ITEM_POPULARITY_FEATURES, item_popularity_features, positives_from_ratings
 
     ratings, items = model_quality.movielens()
     positives = positives_from_ratings(ratings, 4.0)
@@ -462,8 +463,8 @@ def tower_timings(runtime: Any, rows: dict[int, tuple[list[float], list[int]]], 
     prepared = {u: inputs(u) for u in users}
     compiled = CompiledTower(tower)
     scorer = recommender.scorer
-    if not isinstance(scorer._tower, NumpyTower):
-        raise RuntimeError(f"Scorer runs the tower as {type(scorer._tower).__name__}, not NumpyTower")
+    if not isinstance(scorer.tower, NumpyTower):
+        raise RuntimeError(f"Scorer runs the tower as {type(scorer.tower).__name__}, not NumpyTower")
     u0 = users[0]
     eager_v = np.asarray(tower(prepared[u0], training=False))[0]
     numpy_v = scorer.user_vectors([u0], np.array([rows[u0][0]], np.float32), [rows[u0][1]])[0]
@@ -582,9 +583,9 @@ def run() -> dict[str, Any]:
         from feast.infra.online_stores.helpers import _mmh3
 
         from recsys.features.store import feature_store
-        from recsys.serving.online import _resolve
+        from recsys.serving.online import resolve_layout
 
-        layout = _resolve(feature_store(settings), FEATURE_SERVICE, USER_FEATURES)
+        layout = resolve_layout(feature_store(settings), FEATURE_SERVICE, USER_FEATURES)
         encode = layout.key_encoder(redis=True)
         scorer = runtime.recommender.scorer
         vectors = np.stack(

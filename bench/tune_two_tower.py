@@ -2,7 +2,7 @@
 
     uv run python -m bench.tune_two_tower '{}' '{"ema_momentum": 0.0}' '{"ensemble": 1, "seed": 0}'
 
-Each argument is a JSON object of ``ModelSettings`` / ``TrainOptions`` overrides on top of
+Each argument is a JSON object of ``ModelSettings`` overrides on top of
 ``training/configs/movielens.yaml``. Each point is fitted on the primary split's training part and scored
 on its validation part (NDCG@10, the protocol's users and exclusions), beside popularity and EASE on the
 same users: one JSON line per point on stdout. The test part is never read. Not part of ``make bench``:
@@ -30,7 +30,8 @@ log = logging.getLogger("bench.tune_two_tower")
 def validation_scores(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validation NDCG@10 of the two-tower model at each override point, with the references."""
     from recsys.model import baselines
-    from recsys.model.evaluate import positives_by_user, two_tower_fit, user_metrics
+    from recsys.model.evaluate import positives_by_user
+    from recsys.model.protocol import two_tower_fit, user_metrics
 
     items, split = mq.movielens_primary()
     item_ids = items["item_id"].to_numpy(np.int64)

@@ -53,10 +53,10 @@ class ModelSettings(BaseModel):
     )
     max_length: int = 32
     encode_batch_size: int = 64
-    embedding_dim: int = 32
-    epochs: int = 3
-    batch_size: int = 256
-    learning_rate: float = 0.01
+    embedding_dim: int = Field(32, ge=1, description="Width of the user and item vectors (per ensemble member).")
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(0.01, gt=0.0)
     weight_decay: float = Field(
         0.0, ge=0.0, description="Decoupled weight decay (AdamW) on the trainable weights (0: plain Adam)."
     )
@@ -67,11 +67,11 @@ class ModelSettings(BaseModel):
         description="Keep an exponential moving average of the weights with this momentum and end training on "
         "it (e.g. 0.99; 0: off, the last step's weights).",
     )
-    temperature: float = 0.1
+    temperature: float = Field(0.1, gt=0.0, description="Softmax temperature: logits are user · item / temperature.")
     top_k: int = 10
     holdout_days: int = 1
     seed: int = 7
-    # Two-tower options (recsys.model.train.TrainOptions reads them by name; its docstring says more).
+    # Two-tower options (recsys.model.build and recsys.model.fit read them; recsys.model.build's docstring says more).
     loss: Literal["full_catalog", "in_batch", "mixed"] = Field(
         "full_catalog", description="Softmax candidates: every catalog item, the batch's positives, or both + samples."
     )
@@ -110,6 +110,7 @@ class ModelSettings(BaseModel):
     ranking_loss_weight: float = Field(
         0.0,
         ge=0.0,
+        allow_inf_nan=False,
         description="Weight of the BCE ranking loss on labelled impressions added to the softmax loss (0: off; "
         "then the training set fetches no impressions).",
     )

@@ -59,3 +59,7 @@ class ServingError(RecsysError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class UnsupportedLayer(RecsysError):
+    """The numpy user tower does not implement a layer (scoring falls back to the compiled TensorFlow function)."""

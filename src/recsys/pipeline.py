@@ -101,11 +101,12 @@ def encode_stage(settings: Settings, start: datetime, end: datetime) -> dict[str
     """
     from recsys import features
     from recsys.model.encoder import encode_items
-    from recsys.transform.warehouse import read_mart
+    from recsys.transform.warehouse import publish_embeddings, read_mart
 
     with stage("encode_items", _timings(settings), **_label(start)):
         items = read_mart(settings, "item_texts")
         counts = encode_items(settings, items)
+        publish_embeddings(settings, counts.table, rebuilt=counts.rebuilt)  # the Postgres offline store's copy
         features.apply(settings)
         features.materialize(settings, start - settings.materialize_overlap, end, views=["item_text_embedding"])
     return dict(counts)
@@ -147,8 +148,10 @@ def _is_list(value: Any) -> bool:
 
 def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
     """Point-in-time training set from Feast → two-tower training → artifact in the run folder."""
-    from recsys.model import training_set
-    from recsys.model.train import export_artifact, train
+    from recsys.features import training_set
+    from recsys.model.evaluate import popular_item_ids
+    from recsys.model.export import export_artifact
+    from recsys.model.fit import train
 
     with stage("train", _timings(settings), **_label(start)):
         data = training_set.build(settings, end)
@@ -183,7 +186,7 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
         # Export aside, then swap: a re-run of the interval replaces its artifact, a failed one leaves the old.
         staging = out / f".artifact-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        export_artifact(trained, staging, data.popular_item_ids, metadata)
+        export_artifact(trained, staging, popular_item_ids(data.train[["user_id", "item_id"]]), metadata)
         shutil.rmtree(out / "artifact", ignore_errors=True)
         os.replace(staging, out / "artifact")
     return {"artifact": str(out / "artifact"), "train_rows": len(data.train), "test_rows": len(data.test)}
@@ -192,16 +195,16 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
 def evaluate_stage(settings: Settings, start: datetime) -> dict[str, Any]:
     """Model vs popularity on the time-based holdout; metrics go into the artifact's manifest."""
     from recsys.artifact import load_artifact
-    from recsys.model import training_set
+    from recsys.features import training_set
     from recsys.model.evaluate import evaluate_side_by_side
-    from recsys.model.train import model_scorer
+    from recsys.model.inference import holdout_scorer
 
     with stage("evaluate", _timings(settings), **_label(start)):
         out = run_dir(settings, start)
         data = training_set.TrainingData.load(out)
         artifact = load_artifact(out / "artifact")
         metrics = evaluate_side_by_side(
-            model_scorer(artifact, data.test_user_features, data.recent_items()),
+            holdout_scorer(artifact, data.test_user_features, data.train),
             data.train[["user_id", "item_id"]],
             data.test[["user_id", "item_id"]],
             artifact.item_ids,
@@ -230,7 +233,7 @@ def gate_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str,
     """Promote the candidate only if it beats production on this interval's holdout; the decision is recorded."""
     from dataclasses import asdict
 
-    from recsys.model.training_set import TrainingData
+    from recsys.features.training_set import TrainingData
     from recsys.registry.gate import evaluate_and_decide
 
     with stage("gate", _timings(settings), **_label(start)):

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from recsys.artifact import RECENT_ITEM_IDS, USER_FEATURES, USER_ID, pad_recent
+from recsys.errors import UnsupportedLayer
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ class HasTowers(Protocol):
     user_tower: Any
     item_ids: np.ndarray
     item_embeddings: np.ndarray
-
-
-class UnsupportedLayer(Exception):
-    """The numpy tower does not implement a layer (the compiled TensorFlow function is used instead)."""
 
 
 # --- batch-invariant products and top k -------------------------------------------------------------------
@@ -367,7 +364,11 @@ def compile_tower(model: Any, backend: str = "auto") -> Callable[[dict[str, np.n
 
 
 class Scorer:
-    """Scores and ranks items for users from a model (a loaded artifact or a just-trained model)."""
+    """Scores and ranks items for users from a model (a loaded artifact or a just-trained model).
+
+    ``tower`` is the user tower's runner (``compile_tower``): a :class:`NumpyTower`, or a :class:`CompiledTower`
+    when the tower has a layer the numpy path does not know.
+    """
 
     def __init__(self, model: HasTowers, backend: str = "auto") -> None:
         self.model = model
@@ -377,7 +378,7 @@ class Scorer:
         self.input_names = set(tower.input)
         self.n_features = int(tower.input[USER_FEATURES].shape[-1])
         self.history_length = int(tower.input[RECENT_ITEM_IDS].shape[-1]) if RECENT_ITEM_IDS in tower.input else 0
-        self._tower = compile_tower(tower, backend)
+        self.tower = compile_tower(tower, backend)
         self.columns = columns_of(self.item_ids)
 
     def user_vectors(
@@ -406,7 +407,7 @@ class Scorer:
             inputs[RECENT_ITEM_IDS] = recent
         out = np.empty((len(ids), self.item_embeddings.shape[1]), np.float32)
         for r in range(len(ids)):  # one user at a time: see the module docstring
-            out[r] = self._tower({name: value[r : r + 1] for name, value in inputs.items()})[0]
+            out[r] = self.tower({name: value[r : r + 1] for name, value in inputs.items()})[0]
         return out
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:

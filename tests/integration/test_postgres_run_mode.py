@@ -26,6 +26,7 @@ from recsys.config import Settings
 from recsys.errors import MissingMartError
 from recsys.features import feature_store, historical_features, online_features
 from recsys.ingest.extract import backfill
+from recsys.model.inference import holdout_recent_items
 from recsys.pipeline import encode_stage, features_stage, transform_stage, validate_marts_stage
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
@@ -172,7 +173,7 @@ def test_postgres_and_duckdb_offline_stores_answer_alike(runs: Runs) -> None:
 
 
 def test_training_set_is_the_same_from_both_warehouses(runs: Runs) -> None:
-    from recsys.model import training_set
+    from recsys.features import training_set
 
     duck, pg, _ = runs
     from_duckdb, from_postgres = training_set.build(duck, END), training_set.build(pg, END)
@@ -188,7 +189,7 @@ def test_training_set_is_the_same_from_both_warehouses(runs: Runs) -> None:
 
 
 def test_training_rows_carry_the_point_in_time_recent_items_serving_reads(runs: Runs) -> None:
-    from recsys.model import training_set
+    from recsys.features import training_set
 
     data = training_set.build(runs.duck, END)
     positives = read_mart(runs.duck, "fct_interactions").query("label == 1")
@@ -203,7 +204,7 @@ def test_training_rows_carry_the_point_in_time_recent_items_serving_reads(runs: 
         checked += len(recent) > 0
     assert checked > 0  # some rows do have a history
     users = data.test_user_features.index
-    assert set(data.recent_items()) <= set(users)
+    assert set(holdout_recent_items(data.test_user_features, data.train)) <= set(users)
 
 
 def test_stage_summaries_of_the_postgres_run(runs: Runs) -> None:

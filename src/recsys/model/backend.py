@@ -1,4 +1,10 @@
-"""Keras backend selection and device strategy, shared by the encoder and the trainer."""
+"""Keras backend guard and device strategy, shared by the encoder and the trainer.
+
+Importing the model package chooses no backend: Keras takes ``KERAS_BACKEND`` (default TensorFlow) when it is
+first imported. The model build (``recsys.model.build``) is backend-neutral Keras, so the accelerator check
+(``bench/gpu_check.py``) runs it on JAX; the code that is TensorFlow-only (``train``: ``tf.data`` input and
+``MirroredStrategy``) calls ``require_tensorflow`` first.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +18,34 @@ from recsys.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def use_tensorflow_backend() -> None:
-    """Select the TensorFlow Keras backend (if unset) before Keras is imported; refuse any other backend."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if os.environ["KERAS_BACKEND"] != "tensorflow":
-        raise ConfigError(
-            f"KERAS_BACKEND is {os.environ['KERAS_BACKEND']!r}, but the model stage runs on TensorFlow: "
-            "unset KERAS_BACKEND or set it to 'tensorflow'."
-        )
+def keras_backend() -> str:
+    """The Keras backend of this process: Keras' own once imported, else what ``KERAS_BACKEND`` will give it."""
     if "keras" in sys.modules:
         import keras
 
-        if keras.backend.backend() != "tensorflow":
+        return str(keras.backend.backend())
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def require_tensorflow(what: str) -> None:
+    """Refuse to run TensorFlow-only code (``what``, for the message) on another Keras backend.
+
+    Called before Keras is imported, it chooses TensorFlow when ``KERAS_BACKEND`` is unset (Keras' default).
+    """
+    if "keras" not in sys.modules:
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        if os.environ["KERAS_BACKEND"] != "tensorflow":
             raise ConfigError(
-                f"Keras was already imported with the {keras.backend.backend()!r} backend: set "
-                "KERAS_BACKEND=tensorflow before anything imports keras."
+                f"KERAS_BACKEND is {os.environ['KERAS_BACKEND']!r}, but {what} runs on TensorFlow: "
+                "unset KERAS_BACKEND or set it to 'tensorflow'."
             )
+        return
+    backend = keras_backend()
+    if backend != "tensorflow":
+        raise ConfigError(
+            f"Keras was imported with the {backend!r} backend, but {what} runs on TensorFlow: set "
+            "KERAS_BACKEND=tensorflow (or unset it) before anything imports keras."
+        )
 
 
 def gpus() -> list[Any]:

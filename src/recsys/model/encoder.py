@@ -1,9 +1,12 @@
-"""BERT item-text encoder: keras-hub ``BertBackbone`` (TensorFlow backend) + a transformers fast tokenizer.
+"""BERT item-text encoder: keras-hub ``BertBackbone`` + a transformers fast tokenizer.
 
 An item's vector is the attention-masked mean of BERT's last hidden states, L2-normalised (the
-sentence-transformers recipe, so the packaged all-MiniLM-L6-v2 gives its usual embeddings).
+sentence-transformers recipe, so the packaged all-MiniLM-L6-v2 gives its usual embeddings). The forward pass
+is a traced ``tf.function`` on TensorFlow (the pipeline's backend) and the same ops through ``keras.ops``
+(jitted) on any other Keras backend, e.g. JAX on the accelerator check's machines.
 ``encode_items`` maintains ``settings.embeddings_path`` incrementally: only items whose ``content_hash``
-is new or changed are encoded.
+is new or changed are encoded; mirroring the table into the warehouse is the caller's
+(``recsys.pipeline.encode_stage``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pandas as pd
 
 from recsys.config import PACKAGED_BERT, Settings
 from recsys.errors import ConfigError
-from recsys.model.backend import use_tensorflow_backend
+from recsys.model.backend import keras_backend
 
 log = logging.getLogger(__name__)
 
@@ -86,29 +89,12 @@ class ItemEncoder:
         self.max_length = max_length
         self.checkpoint = checkpoint
         self.hidden_dim = int(backbone.hidden_dim)
-        self._forward = self._build_forward()
+        backend = keras_backend()
+        self._forward = tensorflow_forward(backbone) if backend == "tensorflow" else ops_forward(backbone, backend)
 
-    def _build_forward(self) -> Any:
-        import tensorflow as tf
-
-        spec = tf.TensorSpec([None, None], tf.int32)
-        backbone = self.backbone
-
-        @tf.function(input_signature=[spec, spec, spec])
-        def forward(token_ids: Any, segment_ids: Any, padding_mask: Any) -> Any:
-            hidden = backbone(
-                {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
-                training=False,
-            )["sequence_output"]
-            hidden = tf.cast(hidden, tf.float32)
-            mask = tf.cast(padding_mask, tf.float32)[:, :, None]
-            summed = tf.reduce_sum(hidden * mask, axis=1)
-            count = tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
-            return tf.math.l2_normalize(summed / count, axis=-1)
-
-        return forward
-
-    def _tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The backbone's int32 inputs ``[n, longest]`` for ``texts``: ``token_ids``, ``segment_ids``, ``padding_mask``
+        (padded to the longest text, truncated at ``max_length``)."""
         enc = self.tokenizer(
             texts,
             padding="longest",
@@ -134,12 +120,51 @@ class ItemEncoder:
         start = time.perf_counter()
         for b in range(n_batches):
             lo, hi = b * batch_size, min((b + 1) * batch_size, len(texts))
-            tokens = self._tokenize(texts[lo:hi])
+            tokens = self.tokenize(texts[lo:hi])
             out[lo:hi] = np.asarray(self._forward(tokens["token_ids"], tokens["segment_ids"], tokens["padding_mask"]))
             if (b + 1) % log_every == 0 or b + 1 == n_batches:
                 rate = hi / max(time.perf_counter() - start, 1e-9)
                 log.info("encoded %d/%d texts (%.0f texts/s)", hi, len(texts), rate)
         return out
+
+
+def tensorflow_forward(backbone: Any) -> Any:
+    """The encoder forward (masked mean of the last hidden states, L2) as one traced ``tf.function``."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[spec, spec, spec])
+    def forward(token_ids: Any, segment_ids: Any, padding_mask: Any) -> Any:
+        hidden = backbone(
+            {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
+            training=False,
+        )["sequence_output"]
+        hidden = tf.cast(hidden, tf.float32)
+        mask = tf.cast(padding_mask, tf.float32)[:, :, None]
+        summed = tf.reduce_sum(hidden * mask, axis=1)
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
+        return tf.math.l2_normalize(summed / count, axis=-1)
+
+    return forward
+
+
+def ops_forward(backbone: Any, backend: str) -> Any:
+    """The same forward through ``keras.ops``, for any Keras backend; jitted on JAX (``backend``)."""
+    from keras import ops
+
+    def forward(token_ids: Any, segment_ids: Any, padding_mask: Any) -> Any:
+        inputs = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+        hidden = ops.cast(backbone(inputs, training=False)["sequence_output"], "float32")
+        mask = ops.cast(padding_mask, "float32")[:, :, None]
+        mean = ops.sum(hidden * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1e-9)
+        return ops.normalize(mean, axis=-1)
+
+    if backend == "jax":
+        import jax
+
+        return jax.jit(forward)
+    return forward
 
 
 def _check_texts(texts: list[str]) -> None:
@@ -154,7 +179,6 @@ def _check_texts(texts: list[str]) -> None:
 def load_encoder(checkpoint: str, max_length: int) -> ItemEncoder:
     """Load the BERT backbone (keras-hub) and fast tokenizer (transformers) named by ``checkpoint``."""
     source = resolve_checkpoint(checkpoint)
-    use_tensorflow_backend()
     import keras_hub
     from transformers import AutoTokenizer
 
@@ -174,8 +198,10 @@ class EncodeResult(Mapping[str, Any]):
     """Outcome of ``encode_items``: the merged table as written, where, and counts.
 
     ``encoded`` items went through BERT; ``reused`` items kept (or got back) a stored vector;
-    ``appended`` rows were added to the table (changed items, encoded or reused). As a mapping it is the
-    JSON-able summary ``{"encoded", "reused", "appended", "rows", "path"}`` (``dict(result)`` for an XCom).
+    ``appended`` rows were added to the table (changed items, encoded or reused). ``rebuilt``: the table
+    held no rows before (new, e.g. for a new checkpoint), so it was written from scratch, and the
+    transform stage's ``publish_embeddings(..., rebuilt=True)`` replaces the warehouse's copy. As a mapping it
+    is the JSON-able summary ``{"encoded", "reused", "appended", "rows", "path"}`` (``dict(result)`` for an XCom).
     """
 
     table: pd.DataFrame
@@ -183,6 +209,7 @@ class EncodeResult(Mapping[str, Any]):
     reused: int
     appended: int
     path: Path
+    rebuilt: bool = False
 
     def _summary(self) -> dict[str, Any]:
         return {
@@ -313,9 +340,13 @@ def encode_items(settings: Settings, items: pd.DataFrame, encoder: ItemEncoder |
     table = pd.concat([t for t in new_rows if len(t)], ignore_index=True) if any(len(t) for t in new_rows) else existing
     table = table.sort_values(["item_id", "event_timestamp"], kind="stable").reset_index(drop=True)
     write_embeddings(table, path)
-    from recsys.transform.warehouse import publish_embeddings  # the Postgres offline store's copy, if configured
-
-    publish_embeddings(settings, table, rebuilt=existing.empty)
     encoded, appended = len(to_encode), len(to_encode) + len(reuse)
     log.info("item embeddings: %d encoded, %d reused, %d rows in %s", encoded, len(items) - encoded, len(table), path)
-    return EncodeResult(table=table, encoded=encoded, reused=len(items) - encoded, appended=appended, path=path)
+    return EncodeResult(
+        table=table,
+        encoded=encoded,
+        reused=len(items) - encoded,
+        appended=appended,
+        path=path,
+        rebuilt=existing.empty,
+    )

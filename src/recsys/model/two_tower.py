@@ -1,4 +1,4 @@
-"""Keras 3 two-tower retrieval model (TensorFlow backend).
+"""Keras 3 two-tower retrieval model (``keras.ops`` only: trained on TensorFlow, also runs on JAX).
 
 Each tower is split in two so the training step can be XLA-compiled: a *lookup* part (``IntegerLookup``
 hash tables, which XLA cannot compile) and a *core* part (embeddings, dense layers) that takes row indices.
@@ -32,15 +32,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
+from keras import ops
 
 from recsys.artifact import RECENT_ITEM_IDS, USER_FEATURES, USER_ID
-from recsys.model.backend import use_tensorflow_backend
-
-use_tensorflow_backend()
-
-import keras  # noqa: E402  (the backend must be chosen first)
-from keras import ops  # noqa: E402
 
 USER_INDEX = "user_index"
 RECENT_ROWS = "recent_rows"

@@ -20,7 +20,7 @@ from recsys.errors import RegistryError
 
 if TYPE_CHECKING:
     from recsys.config import Settings
-    from recsys.model.training_set import TrainingData
+    from recsys.features.training_set import TrainingData
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,11 @@ def decide(
 def _score(artifact_dir: Path, data: TrainingData, metric: str, k: int) -> float:
     from recsys.artifact import load_artifact
     from recsys.model.evaluate import evaluate
-    from recsys.model.train import model_scorer
+    from recsys.model.inference import holdout_scorer
 
     artifact = load_artifact(artifact_dir)
     metrics = evaluate(
-        model_scorer(artifact, data.test_user_features, data.recent_items()),
+        holdout_scorer(artifact, data.test_user_features, data.train),
         data.train[["user_id", "item_id"]],
         data.test[["user_id", "item_id"]],
         artifact.item_ids,

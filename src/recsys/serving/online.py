@@ -138,7 +138,7 @@ def _python_value(blob: bytes | None) -> Any:
     return feast_value_type_to_python_type(proto)
 
 
-def _resolve(store: FeatureStore, service_name: str, feature_names: Sequence[str]) -> _Layout:
+def resolve_layout(store: FeatureStore, service_name: str, feature_names: Sequence[str]) -> _Layout:
     """The layout of ``service_name``'s user rows; ``_Unsupported`` for what only the SDK reads."""
     from feast.infra.online_stores.helpers import compute_versioned_name
 
@@ -360,7 +360,7 @@ def open_online_rows(
 
         store = feature_store(settings, project=project)
     try:
-        layout: _Layout | None = _resolve(store, feature_service, feature_names)
+        layout: _Layout | None = resolve_layout(store, feature_service, feature_names)
     except _Unsupported as exc:
         log.warning("reading %s through the Feast SDK: %s", feature_service, exc)
         layout = None

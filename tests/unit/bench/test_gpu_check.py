@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.gpu_check import _oracle_recall, planted_data, recall_at_k
+from bench.gpu_check import Sizes, _oracle_recall, planted_data, recall_at_k, train_run
 
 
 def test_recall_counts_a_target_in_the_top_k_of_unseen_items() -> None:
@@ -27,3 +27,23 @@ def test_planted_data_holds_out_each_users_last_unseen_positive() -> None:
     on_topic = [topic[i] in planted.liked[u - 1] for u, i in zip(users, items, strict=True)]
     assert np.mean(on_topic) > 0.8
     assert _oracle_recall(planted) > 5 * 10 / 200
+
+
+def test_a_training_run_goes_through_the_public_build_seam() -> None:
+    """``train_run`` on TensorFlow with frozen text vectors (no checkpoint is loaded), as the GPU check runs it."""
+    planted = planted_data(n_users=24, n_items=64, per_user=8, seed=2)
+    vectors = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+    counts = planted.train["item_id"].value_counts().reindex(planted.items["item_id"]).fillna(0).to_numpy()
+    items_df = planted.items.assign(embedding=list(vectors), item_log_positives=np.log1p(counts))
+    sizes = Sizes(users=24, items=64, per_user=8, epochs=2, batch_size=16, num_sampled=8, encode_texts=0)
+    flags = {"finetune_bert": "off", "mixed_precision": "off", "jit_compile": "off"}
+    result = train_run("frozen", planted, items_df, sizes, "not-loaded", **flags)
+    assert (result["run"], result["policy"], result["loss"], result["jit_compile"]) == (
+        "frozen",
+        "float32",
+        "mixed",
+        "off",
+    )
+    assert result["finetuned_bert_layers"] == 0 and "top_bert_layer_moved" not in result
+    assert result["examples"] == len(planted.train) and len(result["loss_per_epoch"]) == 2
+    assert result["finite"] and 0.0 <= result["recall@10"] <= 1.0

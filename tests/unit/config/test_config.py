@@ -91,11 +91,9 @@ def test_missing_config_file_is_reported(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_two_tower_options_are_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from recsys.model.train import TrainOptions
-
     monkeypatch.setenv("RECSYS_MODEL__HISTORY_LENGTH", "25")
     monkeypatch.setenv("RECSYS_MODEL__LOSS", "mixed")
-    opts = TrainOptions.from_settings(Settings(home=tmp_path).model)
-    assert (opts.history_length, opts.loss) == (25, "mixed")
+    model = Settings(home=tmp_path).model
+    assert (model.history_length, model.loss) == (25, "mixed")
     with pytest.raises(ValidationError, match="loss"):
         Settings(home=tmp_path, model={"loss": "bce"})

@@ -14,7 +14,7 @@ import pytest
 
 from recsys.config import PACKAGED_BERT, ModelSettings, Settings
 from recsys.errors import ConfigError
-from recsys.model.encoder import encode_items, load_encoder, resolve_checkpoint
+from recsys.model.encoder import encode_items, load_encoder, ops_forward, resolve_checkpoint, tensorflow_forward
 
 
 def test_encode_gives_unit_float32_vectors(tiny_encoder: Any) -> None:
@@ -38,7 +38,7 @@ def test_mean_pooling_ignores_padding(tiny_encoder: Any) -> None:
 
 def test_pooling_is_the_masked_mean_of_the_last_hidden_states(tiny_encoder: Any) -> None:
     texts = ["space robot", "the story of a movie about love"]
-    tokens = tiny_encoder._tokenize(texts)
+    tokens = tiny_encoder.tokenize(texts)
     hidden = np.asarray(tiny_encoder.backbone(tokens)["sequence_output"])
     mask = tokens["padding_mask"].astype(bool)
     expected = np.stack([hidden[i][mask[i]].mean(axis=0) for i in range(2)])
@@ -46,8 +46,17 @@ def test_pooling_is_the_masked_mean_of_the_last_hidden_states(tiny_encoder: Any)
     np.testing.assert_allclose(tiny_encoder.encode(texts), expected, atol=1e-5)
 
 
+def test_the_keras_ops_forward_equals_the_tf_function(tiny_encoder: Any) -> None:
+    """The forward other Keras backends run (JAX on the accelerator check) is the TensorFlow one's math."""
+    tokens = tiny_encoder.tokenize(["space robot", "the story of a movie about love", ""])
+    args = (tokens["token_ids"], tokens["segment_ids"], tokens["padding_mask"])
+    expected = np.asarray(tensorflow_forward(tiny_encoder.backbone)(*args))
+    np.testing.assert_allclose(np.asarray(ops_forward(tiny_encoder.backbone, "tensorflow")(*args)), expected, atol=1e-6)
+    np.testing.assert_allclose(tiny_encoder.encode(["space robot", "the story of a movie about love", ""]), expected)
+
+
 def test_truncates_to_max_length(tiny_encoder: Any) -> None:
-    tokens = tiny_encoder._tokenize([" ".join(["movie"] * 100)])
+    tokens = tiny_encoder.tokenize([" ".join(["movie"] * 100)])
     assert tokens["token_ids"].shape == (1, 16)
 
 
@@ -103,6 +112,7 @@ def test_encode_items_reencodes_only_changed_hashes(tmp_path: Path, tiny_bert_di
     settings = Settings(home=tmp_path, model=ModelSettings(bert_checkpoint=str(tiny_bert_dir), max_length=16))
     first = encode_items(settings, _items({1: "space robot", 2: "love story", 3: "football team"}, "2024-01-01"))
     assert (first.encoded, first.reused, len(first.table)) == (3, 0, 3)
+    assert first.rebuilt  # a new table: the warehouse copy is replaced (encode_stage publishes it)
     schema = pq.read_schema(settings.embeddings_path)
     assert schema.field("embedding").type == pa.list_(pa.float32())
     assert schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
@@ -110,6 +120,7 @@ def test_encode_items_reencodes_only_changed_hashes(tmp_path: Path, tiny_bert_di
 
     again = encode_items(settings, _items({1: "space robot", 2: "love story", 3: "football team"}, "2024-01-02"))
     assert (again.encoded, again.reused, again.appended, len(again.table)) == (0, 3, 0, 3)
+    assert not again.rebuilt
 
     changed = _items({1: "space robot", 2: "war drama", 3: "football team"}, "2024-01-03")
     third = encode_items(settings, changed, encoder=tiny_encoder)

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from recsys.config import ModelSettings
 from recsys.errors import TrainingError
+from recsys.features.training_set import TrainingData, label_impressions
 from recsys.model import data
-from recsys.model.train import TrainOptions, train
-from recsys.model.training_set import TrainingData, label_impressions
+from recsys.model.fit import train
 from recsys.model.two_tower import (
     TwoTowerModel,
     build_item_core,
@@ -207,11 +207,10 @@ def planted_impressions() -> pd.DataFrame:
 
 
 def test_training_with_the_ranking_loss_lowers_it() -> None:
-    opts = TrainOptions.from_settings(CFG, ranking_loss_weight=1.0, id_dropout=0.0)
+    cfg = CFG.model_copy(update={"ranking_loss_weight": 1.0, "id_dropout": 0.0})
     model = train(
-        planted_positives(), planted_items(), ["user_clicks_28d"], [], CFG, options=opts,
-        impressions_df=planted_impressions(),
-    )  # fmt: skip
+        planted_positives(), planted_items(), ["user_clicks_28d"], [], cfg, impressions_df=planted_impressions()
+    )
     assert len(model.ranking_history) == CFG.epochs and np.all(np.isfinite(model.history))
     assert model.ranking_history[-1] < 0.8 * model.ranking_history[0]
     assert model.options["ranking_loss_weight"] == 1.0
@@ -221,16 +220,15 @@ def test_training_with_the_ranking_loss_lowers_it() -> None:
 
 
 def test_ranking_loss_needs_impressions_and_is_off_by_default() -> None:
-    assert ModelSettings().ranking_loss_weight == 0.0 and TrainOptions().ranking_loss_weight == 0.0
+    assert ModelSettings().ranking_loss_weight == 0.0
     with pytest.raises(ValidationError):
         ModelSettings(ranking_loss_weight=-0.1)
-    opts = TrainOptions(ranking_loss_weight=0.5)
+    on = CFG.model_copy(update={"ranking_loss_weight": 0.5})
     for impressions in (None, planted_impressions().iloc[:0]):
         with pytest.raises(TrainingError, match="no labelled impressions"):
-            train(planted_positives(), planted_items(), ["user_clicks_28d"], [], CFG, options=opts,
-                  impressions_df=impressions)  # fmt: skip
+            train(planted_positives(), planted_items(), ["user_clicks_28d"], [], on, impressions_df=impressions)
     with pytest.raises(TrainingError, match="ranking_loss_weight"):
-        train(planted_positives(), planted_items(), [], [], CFG, options=TrainOptions(ranking_loss_weight=-1.0))
+        train(planted_positives(), planted_items(), [], [], CFG.model_copy(update={"ranking_loss_weight": -1.0}))
     # Off: impressions passed or not, the same seeded run.
     cfg = CFG.model_copy(update={"epochs": 2})
     runs = [
@@ -264,7 +262,7 @@ def test_build_fetches_impression_features_once_and_only_when_on(
 ) -> None:
     """Feast and the marts replaced by stubs: the wiring of ``training_set.build`` with the option on and off."""
     from recsys.config import Settings
-    from recsys.model import training_set
+    from recsys.features import training_set
 
     events = pd.DataFrame(
         [

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from recsys.errors import UnsupportedLayer
 from recsys.model import two_tower as tt
-from recsys.model.train import _joined
-from recsys.scoring import CompiledTower, NumpyTower, Scorer, UnsupportedLayer, columns_of, top_k_indices, top_k_rows
+from recsys.model.ensemble import join_towers
+from recsys.scoring import CompiledTower, NumpyTower, Scorer, columns_of, top_k_indices, top_k_rows
 
 N_USERS, N_ITEMS, F, R, D = 20, 50, 3, 6, 8
 
@@ -38,7 +39,7 @@ def _tower(pooling: str = "mean", hidden: int = 0, members: int = 1, seed: int =
         towers.append(
             tt.build_user_tower(np.arange(1, N_USERS + 1), F, D, core=core, item_vocabulary=np.arange(1, N_ITEMS + 1))
         )
-    return towers[0] if members == 1 else _joined(towers, 1 / np.sqrt(members), "user_tower")
+    return towers[0] if members == 1 else join_towers(towers, 1 / np.sqrt(members), "user_tower")
 
 
 def _inputs(batch: int = 16, seed: int = 1) -> dict[str, np.ndarray]:

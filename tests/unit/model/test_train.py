@@ -14,16 +14,11 @@ from recsys.artifact import ARTIFACT_FILES, load_artifact
 from recsys.config import ModelSettings
 from recsys.errors import ArtifactError, TrainingError
 from recsys.model.data import recent_items_by_user
-from recsys.model.train import (
-    TrainedModel,
-    TrainOptions,
-    export_artifact,
-    latest_user_features,
-    model_scorer,
-    recommend,
-    train,
-    with_popularity_prior,
-)
+from recsys.model.ensemble import with_popularity_prior
+from recsys.model.export import export_artifact
+from recsys.model.fit import train
+from recsys.model.inference import latest_user_features, model_scorer, recommend
+from recsys.model.trained import TrainedModel
 from recsys.scoring import Scorer
 
 CFG = ModelSettings(embedding_dim=8, epochs=25, batch_size=32, learning_rate=0.05, temperature=0.1, seed=3)
@@ -162,20 +157,20 @@ def test_artifact_declares_the_recent_items_input(trained: TrainedModel, tmp_pat
 
 
 def test_options_come_from_settings_then_overrides() -> None:
-    assert TrainOptions.from_settings(CFG).loss == "full_catalog"
-    opts = TrainOptions.from_settings(CFG, loss="mixed", num_sampled=4)
-    assert (opts.loss, opts.num_sampled, opts.history_length) == ("mixed", 4, 10)
+    assert CFG.loss == "full_catalog"
+    cfg = CFG.model_copy(update={"loss": "mixed", "num_sampled": 4})
+    assert (cfg.loss, cfg.num_sampled, cfg.history_length) == ("mixed", 4, 10)
     with pytest.raises(TrainingError, match="unknown training options"):
-        TrainOptions.from_settings(CFG, losses="x")
+        train(planted_interactions(), planted_items(), [], [], CFG.model_copy(update={"losses": "x"}))
     with pytest.raises(TrainingError, match="loss"):
-        train(planted_interactions(), planted_items(), [], [], CFG, options=TrainOptions(loss="softmax"))
+        train(planted_interactions(), planted_items(), [], [], CFG.model_copy(update={"loss": "softmax"}))
 
 
 @pytest.mark.parametrize("loss", ["in_batch", "mixed"])
 def test_sampled_losses_train_without_history(loss: str) -> None:
-    opts = TrainOptions(loss=loss, num_sampled=8, history_length=0, item_id_embedding=False, id_dropout=0.0)
-    cfg = CFG.model_copy(update={"epochs": 3})
-    model = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg, options=opts)
+    opts = {"loss": loss, "num_sampled": 8, "history_length": 0, "item_id_embedding": False, "id_dropout": 0.0}
+    cfg = CFG.model_copy(update={"epochs": 3, **opts})
+    model = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg)
     assert model.history[-1] < model.history[0] and "recent_item_ids" not in model.user_tower.input
     assert model.options["loss"] == loss
 
@@ -184,9 +179,8 @@ def test_sampled_losses_train_without_history(loss: str) -> None:
 def test_gpu_numerics_stay_finite_with_empty_histories(flags: dict[str, str]) -> None:
     # The GPU defaults (XLA, mixed precision) on the CPU: each user's first positive has an empty history,
     # whose pooled vectors are zero; normalising them must not turn the loss into NaN.
-    opts = TrainOptions.from_settings(CFG, history_length=4, history_id_dim=4, **flags)
-    cfg = CFG.model_copy(update={"epochs": 4, "learning_rate": 0.01})
-    model = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg, options=opts)
+    cfg = CFG.model_copy(update={"epochs": 4, "learning_rate": 0.01, "history_length": 4, "history_id_dim": 4, **flags})
+    model = train(planted_interactions(), planted_items(), ["user_clicks_28d"], [], cfg)
     assert np.all(np.isfinite(model.history)) and model.history[-1] < model.history[0]
     assert np.all(np.isfinite(model.item_embeddings))
     assert np.all(np.isfinite(Scorer(model).user_vectors([0, 99], np.zeros((2, 1)), [[], [100]])))
@@ -198,11 +192,15 @@ def test_bert_fine_tuning_path_trains_the_top_layers(tiny_bert_dir: Path, precis
     """The GPU code path (forced on here): BERT inside the item tower, top layer trainable, mixed negatives;
     with mixed precision on, BERT itself computes in float16 (it is loaded under the policy)."""
     items = planted_items().assign(text=["action movie film war"] * 10 + ["cook food recipe music"] * 10)
-    cfg = CFG.model_copy(update={"epochs": 2, "bert_checkpoint": str(tiny_bert_dir), "max_length": 8})
-    opts = TrainOptions(
-        finetune_bert="on", finetune_bert_layers=1, num_sampled=4, jit_compile="off", mixed_precision=precision
-    )
-    model = train(planted_interactions(), items, ["user_clicks_28d"], [], cfg, options=opts)
+    opts = {
+        "finetune_bert": "on",
+        "finetune_bert_layers": 1,
+        "num_sampled": 4,
+        "jit_compile": "off",
+        "mixed_precision": precision,
+    }
+    cfg = CFG.model_copy(update={"epochs": 2, "bert_checkpoint": str(tiny_bert_dir), "max_length": 8, **opts})
+    model = train(planted_interactions(), items, ["user_clicks_28d"], [], cfg)
     assert model.options["finetuned_bert"] and model.options["loss"] == "mixed"
     pooler = model.item_tower.get_layer("bert_text")
     assert pooler.backbone.compute_dtype == compute_dtype

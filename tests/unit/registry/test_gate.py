@@ -11,7 +11,8 @@ import pytest
 
 from recsys.config import ModelSettings, Settings
 from recsys.errors import RegistryError
-from recsys.model.training_set import ITEM_FEATURES, USER_FEATURES, TrainingData
+from recsys.features.training_set import ITEM_FEATURES, USER_FEATURES, TrainingData
+from recsys.model.evaluate import popular_item_ids
 from recsys.registry.gate import decide, decisions, evaluate_and_decide, production_tag
 
 pytestmark = pytest.mark.slow
@@ -40,14 +41,15 @@ def planted() -> TrainingData:
 
 
 def register(settings: Settings, data: TrainingData, train_df: pd.DataFrame, out: Path) -> str:
-    from recsys.model.train import export_artifact, train
+    from recsys.model.export import export_artifact
+    from recsys.model.fit import train
     from recsys.registry import save_model
 
     cfg = ModelSettings(epochs=30, batch_size=32, embedding_dim=8, learning_rate=0.02)
     model = train(train_df, data.items, data.user_feature_names, data.item_feature_names, cfg)
     meta = {"data_interval_start": "2026-11-01", "data_interval_end": "2026-11-03", "feature_service": "t",
             "dataset_fingerprint": "x", "code_version": "test", "bert_checkpoint": "none"}  # fmt: skip
-    export_artifact(model, out, data.popular_item_ids, meta)
+    export_artifact(model, out, popular_item_ids(data.train[["user_id", "item_id"]]), meta)
     return save_model(settings, out, {})
 
 

@@ -1,6 +1,6 @@
 """The served top k equals the offline top k, bit for bit, for a really trained model over a real Feast store.
 
-A small two-tower model is trained (``recsys.model.train.train``) on planted data with history (the user tower
+A small two-tower model is trained (``recsys.model.fit.train``) on planted data with history (the user tower
 reads each user's recent items), exported, and served by ``start_runtime`` over a Feast SQLite store that every
 user's features and recent items were materialized into. For every user the service's answer
 (``runtime.recommend``) must equal the offline scorer's (``model_scorer`` scores + ``top_k_indices`` without the
@@ -23,7 +23,10 @@ from planted import planted_items
 from recsys.artifact import ModelArtifact, load_artifact
 from recsys.config import ModelSettings, Settings
 from recsys.model.data import recent_items_by_user
-from recsys.model.train import TrainedModel, export_artifact, model_scorer, train
+from recsys.model.export import export_artifact
+from recsys.model.fit import train
+from recsys.model.inference import model_scorer
+from recsys.model.trained import TrainedModel
 from recsys.scoring import columns_of, top_k_indices
 from recsys.serving.online import FeastSdkRows, SqliteRows, open_online_rows
 from recsys.serving.testing import EXAMPLE_FEATURE_NAMES, materialize_example_users

@@ -61,26 +61,6 @@ class TrainingData:
     # user_id, item_id, event_timestamp, label, *USER_FEATURES, recent_item_ids (empty: ranking loss off)
     impressions: pd.DataFrame = field(default_factory=_no_impressions)
 
-    @property
-    def popular_item_ids(self) -> np.ndarray:
-        """Items by descending training click count (ties by id), for the fallback and the baseline."""
-        from recsys.model.evaluate import popular_item_ids
-
-        return popular_item_ids(self.train[["user_id", "item_id"]])
-
-    def recent_items(self, length: int = 10) -> dict[int, list[int]]:
-        """Each test user's recent items as of the holdout start, newest first (at most ``length``).
-
-        From the feature store's ``recent_item_ids`` (what serving reads); training sets saved without it
-        fall back to the user's last training positives.
-        """
-        from recsys.model.data import recent_items_by_user
-
-        if RECENT_ITEMS in self.test_user_features.columns:
-            lists = self.test_user_features[RECENT_ITEMS]
-            return {int(u): [int(i) for i in v][:length] for u, v in lists.items() if v is not None and len(v)}
-        return recent_items_by_user(self.train[["user_id", "item_id", "event_timestamp"]], length)
-
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.train.to_parquet(folder / "train.parquet", index=False)
@@ -172,14 +152,14 @@ def _impressions(settings: Settings, events: pd.DataFrame, cutoff: datetime) -> 
 
 
 def _user_features(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
-    from recsys.features import historical_features
+    from recsys.features.store import historical_features
 
     frame = historical_features(settings, entities, f"{settings.feature_service_name}_user")
     frame[USER_FEATURES] = frame[USER_FEATURES].astype("float64").fillna(0.0)
     if RECENT_ITEMS not in frame.columns:
         raise TrainingError(
             f"feature service {settings.feature_service_name}_user returned no {RECENT_ITEMS}: add the "
-            "user_recent_items view to it (feature_repo/feature_services.py) and run recsys.features.apply()."
+            "user_recent_items view to it (feature_repo/recsys_repo.py) and run recsys.features.apply()."
         )
     # No row within the view's TTL: no recent items (as serving sees it).
     frame[RECENT_ITEMS] = [[int(i) for i in v] if v is not None else [] for v in frame[RECENT_ITEMS]]
@@ -187,7 +167,7 @@ def _user_features(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
 
 
 def _items(settings: Settings, end: datetime, as_of: datetime) -> pd.DataFrame:
-    from recsys.features import historical_features
+    from recsys.features.store import historical_features
     from recsys.transform.warehouse import read_mart
 
     catalog = read_mart(settings, "item_texts", columns=["item_id", "updated_at"])
