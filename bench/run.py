@@ -139,6 +139,12 @@ def _model_throughput() -> dict:
     return model_throughput.run()
 
 
+def _cold_users() -> dict:
+    from bench import cold_users
+
+    return cold_users.run(quick=os.environ.get("RECSYS_BENCH_QUICK") == "1")
+
+
 def _serving() -> dict:
     from bench import serving
 
@@ -153,6 +159,7 @@ BENCHES = {
     "model_quality": _model_quality,
     "model_throughput": _model_throughput,
     "serving": _serving,
+    "cold_users": _cold_users,
 }
 
 

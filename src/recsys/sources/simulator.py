@@ -51,6 +51,9 @@ class SimulationConfig:
     rating_rate: float = 0.3
     late_arrival_rate: float = 0.01
     topics: tuple[str, ...] = tuple(TOPICS)
+    # Share of users whose liked topics follow their country (two topics per country) instead of being drawn
+    # independently of it: 0 (default) plants no demographic signal; benches use it as a positive control.
+    country_topic_share: float = 0.0
 
 
 @dataclass
@@ -110,6 +113,16 @@ def _users(rng: np.random.Generator, cfg: SimulationConfig, site: Site) -> None:
                 "updated_at": created,
             }
         )
+
+
+def _plant_country_topics(cfg: SimulationConfig, site: Site) -> None:
+    """Make ``country_topic_share`` of the users like their country's two topics (a separate seeded stream, so the
+    rest of the site is drawn as without it)."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    for user in site.users:
+        if rng.random() < cfg.country_topic_share:
+            first = COUNTRIES.index(user["country"]) % len(cfg.topics)
+            site.user_topics[user["user_id"]] = sorted({cfg.topics[first], cfg.topics[(first + 1) % len(cfg.topics)]})
 
 
 def _new_items(rng: np.random.Generator, site: Site, count: int, day_start: datetime) -> None:
@@ -183,6 +196,8 @@ def simulate(cfg: SimulationConfig | None = None) -> Site:
     rng = np.random.default_rng(cfg.seed)
     site = Site(config=cfg)
     _users(rng, cfg, site)
+    if cfg.country_topic_share > 0:
+        _plant_country_topics(cfg, site)
     _new_items(rng, site, cfg.initial_items, cfg.start)
     max_items = cfg.initial_items + cfg.new_items_per_day * cfg.days
     popularity = np.zeros(max_items)
