@@ -133,16 +133,6 @@ def generate_lake(home: Path, events: int = EVENTS, seed: int = 0) -> None:
         "_extra": pa.nulls(ITEMS, pa.string()),
         "_interval_start": interval[:ITEMS],
     }))  # fmt: skip
-    uids = np.arange(1, USERS + 1)
-    write("users", pa.table({
-        "user_id": pa.array(uids),
-        "created_at": pa.array(np.full(USERS, day_us), ts),
-        "updated_at": pa.array(day_us + uids, ts),
-        "country": pa.array(np.full(USERS, "DE")),
-        "age_band": pa.array(np.full(USERS, "25-34")),
-        "_extra": pa.nulls(USERS, pa.string()),
-        "_interval_start": interval[:USERS],
-    }))  # fmt: skip
 
 
 def _case(code: str) -> dict:

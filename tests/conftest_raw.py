@@ -1,7 +1,7 @@
 """Write tiny raw lake partitions exactly as docs/contracts.md specifies, for tests of later stages.
 
 ``{lake_dir}/raw/{table}/dt=YYYY-MM-DD/part-0.parquet`` with the exact Arrow schemas below. Build rows with
-:func:`event`, :func:`user` and :func:`item`, then call :func:`write_partition`; ``_interval_start`` is
+:func:`event` and :func:`item`, then call :func:`write_partition`; ``_interval_start`` is
 filled with the partition day's midnight UTC.
 """
 
@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from recsys.lake import partition_path, partition_schema
 
 # The schema of a written partition (recsys.lake): the contract, _extra and the interval column.
-EVENTS_SCHEMA, USERS_SCHEMA, ITEMS_SCHEMA = (partition_schema(t) for t in ("events", "users", "items"))
-SCHEMAS: dict[str, pa.Schema] = {"events": EVENTS_SCHEMA, "users": USERS_SCHEMA, "items": ITEMS_SCHEMA}
+EVENTS_SCHEMA, ITEMS_SCHEMA = (partition_schema(t) for t in ("events", "items"))
+SCHEMAS: dict[str, pa.Schema] = {"events": EVENTS_SCHEMA, "items": ITEMS_SCHEMA}
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -48,17 +48,6 @@ def event(
         "session_id": session_id,
         "position": position,
         "occurred_at": occurred_at,
-    }
-
-
-def user(user_id: int, updated_at: datetime, country: str = "DE", age_band: str = "25-34") -> dict[str, Any]:
-    """One raw users row (a version of the user as of ``updated_at``)."""
-    return {
-        "user_id": user_id,
-        "created_at": utc(2024, 1, 1),
-        "updated_at": updated_at,
-        "country": country,
-        "age_band": age_band,
     }
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import fresh_postgres_database
 
-from conftest_raw import expected_mart_rows, item, user, utc, write_partition
+from conftest_raw import expected_mart_rows, item, utc, write_partition
 from recsys.config import PostgresSettings, Settings
 from recsys.ingest.extract import backfill
 from recsys.sources.simulator import SimulationConfig, simulate
@@ -124,17 +124,18 @@ def test_a_partition_gone_from_the_lake_leaves_postgres_too(
     lake_settings: Settings, warehouse: PostgresSettings
 ) -> None:
     extra = LAST + timedelta(days=5)
-    path = write_partition(lake_settings.lake, "users", extra, [user(7777, utc(extra.year, extra.month, extra.day, 3))])
+    path = write_partition(lake_settings.lake, "items", extra, [item(7777, utc(extra.year, extra.month, extra.day, 3))])
 
-    def loaded_user_ids() -> set[int]:
+    def loaded_item_ids() -> list[int]:
         with connect(warehouse) as conn, conn.cursor() as cur:
-            cur.execute('select user_id from "raw"."users"')
-            return {row[0] for row in cur.fetchall()}
+            cur.execute('select item_id from "raw"."items"')
+            return [row[0] for row in cur.fetchall()]
 
-    load_raw(lake_settings.lake, warehouse, tables=["users"])
-    assert 7777 in loaded_user_ids()
+    load_raw(lake_settings.lake, warehouse, tables=["items"])
+    assert 7777 in loaded_item_ids()
     path.unlink()  # e.g. moved to quarantine by a gate
     path.parent.rmdir()
-    rows = load_raw(lake_settings.lake, warehouse, tables=["users"])["users"]
-    remaining = loaded_user_ids()
-    assert 7777 not in remaining and len(remaining) == rows == SIM.n_users
+    rows = load_raw(lake_settings.lake, warehouse, tables=["items"])["items"]
+    remaining = loaded_item_ids()
+    in_lake = pd.read_parquet(lake_settings.lake / "raw" / "items")["item_id"]
+    assert 7777 not in remaining and sorted(remaining) == sorted(in_lake.tolist()) and len(remaining) == rows

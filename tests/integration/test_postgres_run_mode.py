@@ -210,7 +210,7 @@ def test_training_rows_carry_the_point_in_time_recent_items_serving_reads(runs: 
 def test_stage_summaries_of_the_postgres_run(runs: Runs) -> None:
     stages = runs.pg_stages
     assert stages["transform"]["success"]
-    assert stages["transform"]["raw_partitions_copied"] == {"events": SIM.days, "users": SIM.days, "items": SIM.days}
+    assert stages["transform"]["raw_partitions_copied"] == {"events": SIM.days, "items": SIM.days}
     gates = stages["validate_marts"]["gates"]
     assert set(gates) == set(MARTS) and all(gate["success"] for gate in gates.values())
     assert stages["encode"]["encoded"] == len(read_mart(runs.pg, "item_texts"))
@@ -220,7 +220,7 @@ def test_transform_rerun_copies_nothing_and_changes_nothing(runs: Runs) -> None:
     _, pg, _ = runs
     before = {name: _rows(read_mart(pg, name)) for name in MARTS}
     summary = transform_stage(pg, START, END)
-    assert summary["success"] and summary["raw_partitions_copied"] == {"events": 0, "users": 0, "items": 0}
+    assert summary["success"] and summary["raw_partitions_copied"] == {"events": 0, "items": 0}
     assert {name: _rows(read_mart(pg, name)) for name in MARTS} == before
 
 
@@ -229,17 +229,17 @@ def test_sync_raw_copies_new_and_rewritten_partitions_and_drops_removed_ones(run
     lake = tmp_path / "lake"
     shutil.copytree(duck.lake / "raw", lake / "raw")
     warehouse = pg.warehouse.postgres.model_copy(update={"raw_schema": "raw_sync_test"})
-    assert sync_raw(lake, warehouse) == {"events": SIM.days, "users": SIM.days, "items": SIM.days}
-    assert sync_raw(lake, warehouse) == {"events": 0, "users": 0, "items": 0}
+    assert sync_raw(lake, warehouse) == {"events": SIM.days, "items": SIM.days}
+    assert sync_raw(lake, warehouse) == {"events": 0, "items": 0}
     rewritten = lake / "raw" / "events" / f"dt={LAST}" / "part-0.parquet"
     data = rewritten.read_bytes()
     rewritten.unlink()
     rewritten.write_bytes(data + b"")  # a new file version (new mtime), same content
-    shutil.rmtree(lake / "raw" / "users" / f"dt={FIRST}")
-    assert sync_raw(lake, warehouse) == {"events": 1, "users": 0, "items": 0}
+    shutil.rmtree(lake / "raw" / "items" / f"dt={FIRST}")
+    assert sync_raw(lake, warehouse) == {"events": 1, "items": 0}
     with connect(warehouse) as conn, conn.cursor() as cur:
         cur.execute(
-            'select count(*) from "raw_sync_test"."users" where _interval_start = %s', (SIM.start.replace(tzinfo=UTC),)
+            'select count(*) from "raw_sync_test"."items" where _interval_start = %s', (SIM.start.replace(tzinfo=UTC),)
         )
         assert cur.fetchone() == (0,)
         cur.execute('select count(*) from "raw_sync_test"."events"')

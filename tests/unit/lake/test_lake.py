@@ -19,7 +19,8 @@ def test_a_partition_is_the_contract_plus_drift_and_interval_columns() -> None:
         "received_at", "_extra", "_interval_start",
     ]  # fmt: skip
     assert lake.partition_schema("items").field("tags").type == pa.list_(pa.string())
-    assert lake.contract_types("users")["_interval_start"] == pa.timestamp("us", tz="UTC")
+    assert lake.contract_types("items")["_interval_start"] == pa.timestamp("us", tz="UTC")
+    assert lake.RAW_TABLES == ("events", "items")  # the source's users table is not extracted
 
 
 def test_postgres_columns_are_derived_from_the_arrow_schema() -> None:
@@ -47,8 +48,8 @@ def test_the_source_tables_hold_exactly_the_contract_columns() -> None:
 
 
 def test_unknown_tables_are_refused_with_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown raw table 'clicks'.*'events', 'users', 'items'"):
-        lake.partition_path(Path("/lake"), "clicks", date(2026, 11, 1))
+    with pytest.raises(ConfigError, match=r"unknown raw table 'users'.*'events', 'items'"):
+        lake.partition_path(Path("/lake"), "users", date(2026, 11, 1))
 
 
 def test_layout_paths() -> None:
@@ -56,7 +57,7 @@ def test_layout_paths() -> None:
     start = datetime(2026, 11, 2, tzinfo=UTC)
     assert lake.partition_path(root, "events", start) == Path("/lake/raw/events/dt=2026-11-02/part-0.parquet")
     assert lake.partition_path(root, "events", day) == lake.partition_path(root, "events", start)
-    assert lake.quarantined_rows_path(root, "users", day) == Path("/lake/quarantine/users/dt=2026-11-02/rows.jsonl")
+    assert lake.quarantined_rows_path(root, "items", day) == Path("/lake/quarantine/items/dt=2026-11-02/rows.jsonl")
     attempt = datetime(2026, 11, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert lake.gate_quarantine_dir(root, "items", day, attempt) == Path(
         "/lake/quarantine/gate/items/dt=2026-11-02/attempt-20261103T040506000007Z"

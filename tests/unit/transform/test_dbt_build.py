@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest_raw import event, item, user, utc, write_partition
+from conftest_raw import event, item, utc, write_partition
 from recsys.config import Settings
 from recsys.errors import TransformError
 from recsys.transform.dbt import DbtBuildResult, build
@@ -33,7 +33,6 @@ def write_lake(lake: Path) -> None:
         lake, "items", D1, [item(i, utc(2024, 5, 1), tags=["a", "b"] if i == 10 else []) for i in (10, 11, 12, 13)]
     )
     write_partition(lake, "items", D2, [item(11, utc(2024, 5, 2, 7), title="Item 11 v2")])
-    write_partition(lake, "users", D1, [user(1, utc(2024, 5, 1)), user(2, utc(2024, 5, 1)), user(3, utc(2024, 5, 1))])
     write_partition(lake, "events", date(2024, 4, 3), [event("u3a", 3, 13, "impression", utc(2024, 4, 3, 12))])
     write_partition(lake, "events", date(2024, 4, 4), [event("u3b", 3, 13, "impression", utc(2024, 4, 4, 12))])
     e4 = event("e4", 1, 11, "impression", utc(2024, 5, 2, 8))
@@ -91,7 +90,7 @@ def test_build_passes_every_model_and_test(built: tuple[Settings, DbtBuildResult
     settings, result = built
     statuses = result.statuses()
     assert result.success and not result.failed
-    assert all(statuses[m] == "success" for m in (*MARTS, "stg_app__events", "stg_app__users", "stg_catalog__items"))
+    assert all(statuses[m] == "success" for m in (*MARTS, "stg_app__events", "stg_catalog__items"))
     assert statuses["assert_recent_items_are_point_in_time"] == "pass"
     assert statuses["fct_interactions_labels_positive_events"] == "pass"  # the dbt unit test
     assert sum(n.resource_type == "test" for n in result.nodes) >= 40
@@ -182,7 +181,7 @@ def test_rebuild_is_idempotent_and_later_data_leaves_past_rows(
 
 def test_missing_raw_table_is_a_clear_error(settings: Settings) -> None:
     write_partition(settings.lake, "events", D1, [event("e1", 1, 10, "click", utc(2024, 5, 1))])
-    with pytest.raises(TransformError, match=r"no partition for users, items.*Run the extract stage"):
+    with pytest.raises(TransformError, match=r"no partition for items.*Run the extract stage"):
         build(settings)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest_raw import event, item, user, utc, write_partition
+from conftest_raw import event, item, utc, write_partition
 from recsys.config import Settings
 from recsys.transform.dbt import _temporary_env, dbt_project_dir
 from recsys.transform.lint import lint_sql
@@ -22,7 +22,7 @@ from recsys.transform.lint import lint_sql
 # one row per delivered raw row: an event re-delivered by two partitions is two rows; int_events_deduplicated keys it
 KEYLESS_MODELS = {"stg_app__events"}
 UNIT_TESTED_MODELS = {
-    "int_events_deduplicated", "int_users_deduplicated", "int_items_deduplicated",
+    "int_events_deduplicated", "int_items_deduplicated",
     "int_user_engagement_daily", "int_item_engagement_daily",
     "user_daily_features", "item_daily_features", "fct_interactions",
 }  # fmt: skip
@@ -42,7 +42,6 @@ def dbt(settings: Settings, *args: str) -> object:
 def lake(settings: Settings) -> Settings:
     day = date(2024, 5, 1)
     write_partition(settings.lake, "items", day, [item(10, utc(2024, 5, 1))])
-    write_partition(settings.lake, "users", day, [user(1, utc(2024, 5, 1))])
     write_partition(settings.lake, "events", day, [event("e1", 1, 10, "click", utc(2024, 5, 1, 9))])
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     settings.marts.mkdir(parents=True, exist_ok=True)
@@ -83,7 +82,7 @@ def test_layers_follow_the_dbt_structure_guide(manifest: dict[str, Any]) -> None
     assert set(layers) == {"staging", "intermediate", "marts"}
     assert all(name.startswith("stg_") and "__" in name for name in layers["staging"])
     assert all(name.startswith("int_") for name in layers["intermediate"])
-    assert {"int_events_deduplicated", "int_users_deduplicated", "int_items_deduplicated"} <= layers["intermediate"]
+    assert {"int_events_deduplicated", "int_items_deduplicated"} <= layers["intermediate"]
 
 
 def test_every_key_is_tested_unique_and_not_null(manifest: dict[str, Any]) -> None:
@@ -130,4 +129,4 @@ def test_docs_generate_writes_the_catalog(lake: Settings) -> None:
 def test_source_freshness_reports_stale_sources(lake: Settings) -> None:
     outcome = dbt(lake, "source", "freshness")
     statuses = {r.node.name: str(r.status) for r in outcome.result.results}  # type: ignore[attr-defined]
-    assert statuses == {"events": "error", "users": "error", "items": "error"}  # data from 2024 is stale
+    assert statuses == {"events": "error", "items": "error"}  # data from 2024 is stale

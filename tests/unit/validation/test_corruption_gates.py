@@ -149,7 +149,6 @@ def test_rerun_after_a_fix_picks_the_partition_up(settings: Settings) -> None:
     assert not partition_path(settings.lake, "events", DAY).exists()
 
     write_partition(settings.lake, "events", DAY, clean_events())  # what a re-extraction after the fix writes
-    write_partition(settings.lake, "users", DAY, [])
     assert validate_raw_stage(settings, START, END)["gates"]["events"]["success"]
     build(settings, interval=(START, END))
     summary = validate_marts_stage(settings, START, END)
@@ -165,7 +164,6 @@ def test_mart_gate_stops_on_bad_mart_rows(settings: Settings) -> None:
     from recsys.transform.dbt import build
 
     write_clean(settings)
-    write_partition(settings.lake, "users", DAY, [])
     build(settings)
     texts = pq.read_table(settings.marts / "item_texts.parquet")
     broken = texts.set_column(texts.column_names.index("content_hash"), "content_hash", pa.array(["x"] * len(texts)))
