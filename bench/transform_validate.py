@@ -83,8 +83,8 @@ from recsys.transform.dbt import build
 s = Settings(home={home!r})
 t = time.perf_counter(); result = build(s, full_refresh=True); seconds = time.perf_counter() - t
 import pyarrow.parquet as pq
-rows = pq.ParquetFile(s.marts / "fct_interactions.parquet").metadata.num_rows
-print(json.dumps({{"dbt_build_s": seconds, "fct_interactions_rows": rows, "nodes": len(result.nodes),
+rows = pq.ParquetFile(s.marts / "interactions.parquet").metadata.num_rows
+print(json.dumps({{"dbt_build_s": seconds, "interactions_rows": rows, "nodes": len(result.nodes),
     "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 
@@ -171,7 +171,7 @@ def run(gate_repeats: int = 3, dbt_repeats: int = 2) -> dict:
         "gates_peak_rss_mib": round(max(r["peak_rss_mib"] for r in gates), 1),
         "dbt_build_s": _median(builds, "dbt_build_s"),
         "dbt_nodes": builds[0]["nodes"],
-        "dbt_fct_interactions_rows": builds[0]["fct_interactions_rows"],
+        "dbt_interactions_rows": builds[0]["interactions_rows"],
         "dbt_peak_rss_mib": round(max(r["peak_rss_mib"] for r in builds), 1),
         "repeats": {"gates": gate_repeats, "dbt": dbt_repeats},
     }

@@ -98,7 +98,7 @@ def expected_mart_rows(lake_dir: Path) -> dict[str, int]:
     days = events["occurred_at"].dt.tz_convert("UTC").dt.date
     per_day = {entity: len(set(zip(events[entity], days, strict=True))) for entity in ("user_id", "item_id")}
     return {
-        "fct_interactions": len(events),
+        "interactions": len(events),
         "user_daily_features": per_day["user_id"],
         "item_daily_features": per_day["item_id"],
         "item_texts": pd.read_parquet(lake_dir / "raw" / "items")["item_id"].nunique(),

@@ -6,30 +6,15 @@ the scope it needs.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from recsys.config import Settings
-
-
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py (``import conftest`` may find a nearer conftest.py)."""
-    spec = importlib.util.spec_from_file_location("_serving_root_conftest", Path(__file__).parent / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_ROOT = _root_conftest()
-free_port = _ROOT.free_port
-unavailable = _ROOT.unavailable
+from servers import free_port, unavailable
 
 # The example artifact's users (101..105) with EXAMPLE_FEATURE_NAMES values and recent items (newest first).
 # 104 has no history; 105 has seen half the catalog. Users outside 101..105 are unknown to the model.

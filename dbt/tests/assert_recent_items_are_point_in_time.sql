@@ -14,8 +14,8 @@ positives as (
         user_id,
         item_id,
         occurred_at
-    from {{ ref('fct_interactions') }}
-    where label = 1
+    from {{ ref('interactions') }}
+    where is_positive
 )
 
 select recent.*

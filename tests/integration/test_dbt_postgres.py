@@ -13,7 +13,6 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-from conftest import fresh_postgres_database
 
 from conftest_raw import expected_mart_rows, item, utc, write_partition
 from recsys.config import PostgresSettings, Settings
@@ -22,11 +21,12 @@ from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
 from recsys.transform.dbt import build
 from recsys.transform.postgres import connect, load_raw
+from servers import fresh_postgres_database
 
 pytestmark = pytest.mark.services
 
 MARTS = {
-    "fct_interactions": ["event_id"],
+    "interactions": ["event_id"],
     "user_daily_features": ["user_id", "feature_date"],
     "item_daily_features": ["item_id", "feature_date"],
     "item_texts": ["item_id"],

@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fresh_postgres_database
 
 from conftest_raw import expected_mart_rows
 from fixtures_bert import write_tiny_bert
@@ -32,10 +31,11 @@ from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
 from recsys.transform.postgres import connect, sync_raw
 from recsys.transform.warehouse import publish_embeddings, read_mart
+from servers import fresh_postgres_database
 
 pytestmark = pytest.mark.services
 
-MARTS = ("fct_interactions", "user_daily_features", "item_daily_features", "item_texts", "user_recent_items")
+MARTS = ("interactions", "user_daily_features", "item_daily_features", "item_texts", "user_recent_items")
 SIM = SimulationConfig(days=4, n_users=25, initial_items=15, new_items_per_day=2)
 FIRST = SIM.start.date()
 LAST = FIRST + timedelta(days=SIM.days - 1)
@@ -113,10 +113,10 @@ def test_read_mart_gives_the_same_frame_from_both_warehouses(runs: Runs) -> None
         assert len(from_parquet) == expected[name], name
         pd.testing.assert_series_equal(from_postgres.dtypes, from_parquet.dtypes, obj=name)
         assert _rows(from_postgres) == _rows(from_parquet), name
-    fct = read_mart(pg, "fct_interactions", columns=["user_id", "label", "event_timestamp"])
-    assert dict(fct.dtypes.astype(str)) == {
+    interactions = read_mart(pg, "interactions", columns=["user_id", "is_positive", "event_timestamp"])
+    assert dict(interactions.dtypes.astype(str)) == {
         "user_id": "int64",
-        "label": "int64",
+        "is_positive": "bool",
         "event_timestamp": "datetime64[us, UTC]",
     }
     recent = read_mart(pg, "user_recent_items")["recent_item_ids"]
@@ -125,10 +125,10 @@ def test_read_mart_gives_the_same_frame_from_both_warehouses(runs: Runs) -> None
     with pytest.raises(MissingMartError, match="transform stage"):
         read_mart(pg, "no_such_mart")
     with connect(pg.warehouse.postgres) as conn, conn, conn.cursor() as cur:
-        cur.execute("create table analytics.empty_interactions as select * from analytics.fct_interactions where false")
+        cur.execute("create table analytics.empty_interactions as select * from analytics.interactions where false")
     empty = read_mart(pg, "empty_interactions")
     assert len(empty) == 0
-    pd.testing.assert_series_equal(empty.dtypes, read_mart(duck, "fct_interactions").dtypes)  # typed when empty too
+    pd.testing.assert_series_equal(empty.dtypes, read_mart(duck, "interactions").dtypes)  # typed when empty too
 
 
 def test_online_equals_offline_postgres_at_the_interval_end(runs: Runs) -> None:
@@ -177,7 +177,7 @@ def test_training_set_is_the_same_from_both_warehouses(runs: Runs) -> None:
 
     duck, pg, _ = runs
     from_duckdb, from_postgres = training_set.build(duck, END), training_set.build(pg, END)
-    positives = read_mart(pg, "fct_interactions").query("label == 1")
+    positives = read_mart(pg, "interactions").query("is_positive")
     before_holdout = positives["event_timestamp"] < pd.Timestamp(from_postgres.holdout_start)
     assert len(from_postgres.train) == int(before_holdout.sum())  # one training row per positive before the holdout
     assert len(from_postgres.items) == len(read_mart(pg, "item_texts"))
@@ -192,7 +192,7 @@ def test_training_rows_carry_the_point_in_time_recent_items_serving_reads(runs: 
     from recsys.features import training_set
 
     data = training_set.build(runs.duck, END)
-    positives = read_mart(runs.duck, "fct_interactions").query("label == 1")
+    positives = read_mart(runs.duck, "interactions").query("is_positive")
     day = pd.to_datetime(data.train["event_timestamp"], utc=True).dt.floor("D")
     checked = 0
     rows = zip(data.train["user_id"], day, data.train["recent_item_ids"], strict=True)

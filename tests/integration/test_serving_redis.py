@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from serving_fixtures import EXAMPLE_ROWS, EXAMPLE_USERS, RedisServer, redis_settings
 
 from recsys.config import ServingSettings, Settings
 from recsys.errors import ServingError
@@ -32,6 +31,7 @@ from recsys.registry.serve import serve_bento
 from recsys.registry.store import build_bento, save_model
 from recsys.serving.recommender import REASON_NO_FEATURES, REASON_STORE_UNAVAILABLE
 from recsys.serving.testing import ExampleArtifact, materialize_example_users, write_example_artifact
+from serving_fixtures import EXAMPLE_ROWS, EXAMPLE_USERS, RedisServer, redis_settings
 
 pytestmark = [
     pytest.mark.services,

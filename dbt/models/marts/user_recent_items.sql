@@ -1,7 +1,7 @@
 with
 
 interactions as (
-    select * from {{ ref('fct_interactions') }}
+    select * from {{ ref('interactions') }}
 ),
 
 activity_days as (
@@ -25,7 +25,7 @@ positives as (
         item_id,
         occurred_at
     from interactions
-    where label = 1
+    where is_positive
 ),
 
 latest_positive_per_item as (

@@ -99,14 +99,14 @@ class TrainingData:
 def _events(settings: Settings, with_types: bool) -> pd.DataFrame:
     from recsys.transform.warehouse import read_mart  # the configured warehouse: Parquet (DuckDB) or PostgreSQL
 
-    columns = ["user_id", "item_id", "label", "event_timestamp", *(["event_type"] if with_types else [])]
-    frame = read_mart(settings, "fct_interactions", columns=columns)
+    columns = ["user_id", "item_id", "is_positive", "event_timestamp", *(["event_type"] if with_types else [])]
+    frame = read_mart(settings, "interactions", columns=columns)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     return frame
 
 
 def _positives(events: pd.DataFrame, end: datetime) -> pd.DataFrame:
-    positives = events[(events["label"] == 1) & (events["event_timestamp"] < pd.Timestamp(end))]
+    positives = events[events["is_positive"].astype(bool) & (events["event_timestamp"] < pd.Timestamp(end))]
     positives = positives[["user_id", "item_id", "event_timestamp"]]
     return positives.sort_values(["event_timestamp", "user_id", "item_id"], kind="stable")
 
@@ -114,8 +114,8 @@ def _positives(events: pd.DataFrame, end: datetime) -> pd.DataFrame:
 def label_impressions(events: pd.DataFrame, cutoff: datetime) -> pd.DataFrame:
     """Impressions before ``cutoff``, labelled by whether the user engaged with the item later that day.
 
-    ``events``: ``fct_interactions`` rows (``user_id``, ``item_id``, ``event_type``, ``label``,
-    ``event_timestamp``). An impression at T gets label 1 when a positive row (``label`` 1) of the same user
+    ``events``: ``interactions`` mart rows (``user_id``, ``item_id``, ``event_type``, ``is_positive``,
+    ``event_timestamp``). An impression at T gets label 1 when a positive row (``is_positive``) of the same user
     and item has ``T <= event_timestamp < min(end of T's UTC day, cutoff)``, else 0: a positive before the
     impression does not label it, and nothing at or after ``cutoff`` (the holdout start) is read. The mart
     has no session id, so the UTC day stands in for the session. Returns ``user_id``, ``item_id``,
@@ -124,7 +124,7 @@ def label_impressions(events: pd.DataFrame, cutoff: datetime) -> pd.DataFrame:
     times = pd.to_datetime(events["event_timestamp"], utc=True)
     before = times < pd.Timestamp(cutoff)
     keys = ["user_id", "item_id"]
-    is_shown, is_engaged = before & (events["event_type"] == IMPRESSION), before & (events["label"] == 1)
+    is_shown, is_engaged = before & (events["event_type"] == IMPRESSION), before & events["is_positive"].astype(bool)
     if not is_shown.any():
         return _no_impressions()
     shown = events.loc[is_shown, keys].assign(event_timestamp=times[is_shown])

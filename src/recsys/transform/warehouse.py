@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 EMBEDDINGS_TABLE = "item_text_embedding"
 # Row order of each mart, as its dbt model orders it; a text key compares bytewise (collation "C"), as DuckDB does.
 MART_ORDER: dict[str, tuple[tuple[str, bool], ...]] = {
-    "fct_interactions": (("event_id", True),),
+    "interactions": (("event_id", True),),
     "user_daily_features": (("user_id", False), ("feature_date", False)),
     "item_daily_features": (("item_id", False), ("feature_date", False)),
     "item_texts": (("item_id", False),),

@@ -22,7 +22,7 @@ def mart_rows(settings: Settings, mart: str, start: datetime, end: datetime) -> 
         frame = read_mart(settings, mart)
     except MissingMartError as exc:
         raise ValidationFailedError(str(exc)) from exc
-    if mart == "fct_interactions":
+    if mart == "interactions":
         return frame[(frame["occurred_at"] >= start) & (frame["occurred_at"] < end)].reset_index(drop=True)
     if "feature_date" in frame.columns:
         days = pd.to_datetime(frame["feature_date"]).dt.tz_localize("UTC")

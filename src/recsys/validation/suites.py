@@ -161,14 +161,14 @@ def mart_suites(
         ]
 
     suites = {
-        "fct_interactions": [
+        "interactions": [
             gxe.ExpectTableRowCountToBeBetween(min_value=min_interactions),
             gxe.ExpectColumnValuesToNotBeNull(column="event_id"),
             gxe.ExpectColumnValuesToBeUnique(column="event_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
             gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
-            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
+            gxe.ExpectColumnValuesToBeInSet(column="is_positive", value_set=[True, False]),
             gxe.ExpectColumnPairValuesToBeEqual(column_A="event_timestamp", column_B="occurred_at"),
         ],
         "user_daily_features": daily("user_id", "user"),

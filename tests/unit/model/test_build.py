@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from planted import planted_items
 from pydantic import ValidationError
 
+from planted import planted_items
 from recsys.config import ModelSettings
 from recsys.errors import ConfigError, TrainingError
 from recsys.model import backend

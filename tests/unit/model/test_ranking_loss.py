@@ -56,7 +56,7 @@ def test_impression_labels_are_point_in_time_and_same_day() -> None:
             (3, 10, "click", 1, "2024-01-02 09:00"),  # at/after the cutoff: not read
             (3, 11, "impression", 0, "2024-01-02 13:00"),  # at/after the cutoff: not a training impression
         ],
-        columns=["user_id", "item_id", "event_type", "label", "event_timestamp"],
+        columns=["user_id", "item_id", "event_type", "is_positive", "event_timestamp"],
     ).assign(event_timestamp=lambda f: pd.to_datetime(f["event_timestamp"], utc=True))
     out = label_impressions(events, _ts("2024-01-02 09:00"))
     assert list(out.columns) == ["user_id", "item_id", "event_timestamp", "label"]
@@ -82,7 +82,7 @@ def test_each_impression_needs_its_own_later_engagement() -> None:
             "user_id": [1, 1, 1],
             "item_id": [10, 10, 10],
             "event_type": ["impression", "click", "impression"],
-            "label": [0, 1, 0],
+            "is_positive": [False, True, False],
             "event_timestamp": pd.to_datetime(["2024-01-01 10:00", "2024-01-01 10:01", "2024-01-01 11:00"], utc=True),
         }
     )
@@ -272,7 +272,7 @@ def test_build_fetches_impression_features_once_and_only_when_on(
             (2, 10, "impression", 0, "2024-01-01 12:00"),
             (2, 10, "click", 1, "2024-01-02 12:00"),  # the holdout day: a test positive, no label
         ],
-        columns=["user_id", "item_id", "event_type", "label", "event_timestamp"],
+        columns=["user_id", "item_id", "event_type", "is_positive", "event_timestamp"],
     ).assign(event_timestamp=lambda f: pd.to_datetime(f["event_timestamp"], utc=True))
     reads: list[bool] = []
     calls: list[pd.DataFrame] = []

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from planted import planted_items
 
+from planted import planted_items
 from recsys.artifact import ARTIFACT_FILES, load_artifact
 from recsys.config import ModelSettings
 from recsys.errors import ArtifactError, TrainingError

@@ -31,11 +31,11 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from serving_fixtures import EXAMPLE_ROWS
 
 from recsys.config import Settings
 from recsys.serving.recommender import INT64_MAX, INT64_MIN
 from recsys.serving.testing import ExampleArtifact, materialize_example_users
+from serving_fixtures import EXAMPLE_ROWS
 
 # Feast's DuckDB offline store goes through ibis, which calls a deprecated duckdb method.
 pytestmark = pytest.mark.filterwarnings("ignore:fetch_arrow_table:DeprecationWarning")

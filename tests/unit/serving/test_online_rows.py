@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shutil
 import signal
@@ -13,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,19 +21,7 @@ from recsys.config import Settings
 from recsys.errors import FeatureStoreError
 from recsys.features import PROJECT, apply, feature_store, materialize
 from recsys.serving.online import FeastSdkRows, RedisRows, SqliteRows, UserRow, open_online_rows
-
-
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py (``import conftest`` here finds tests/unit/serving/conftest.py)."""
-    spec = importlib.util.spec_from_file_location("_root_conftest", Path(__file__).parents[2] / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_ROOT = _root_conftest()
-free_port, unavailable = _ROOT.free_port, _ROOT.unavailable
+from servers import free_port, unavailable
 
 # Feast's DuckDB offline store goes through ibis, which calls a deprecated duckdb method.
 pytestmark = pytest.mark.filterwarnings("ignore:fetch_arrow_table:DeprecationWarning")

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from planted import planted_items
 
+from planted import planted_items
 from recsys.artifact import ModelArtifact, load_artifact
 from recsys.config import ModelSettings, Settings
 from recsys.model.data import recent_items_by_user

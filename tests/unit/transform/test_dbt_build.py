@@ -24,7 +24,7 @@ from recsys.config import Settings
 from recsys.errors import TransformError
 from recsys.transform.dbt import DbtBuildResult, build
 
-MARTS = ("fct_interactions", "user_daily_features", "item_daily_features", "item_texts", "user_recent_items")
+MARTS = ("interactions", "user_daily_features", "item_daily_features", "item_texts", "user_recent_items")
 D1, D2, D3 = date(2024, 5, 1), date(2024, 5, 2), date(2024, 5, 3)
 
 
@@ -92,20 +92,20 @@ def test_build_passes_every_model_and_test(built: tuple[Settings, DbtBuildResult
     assert result.success and not result.failed
     assert all(statuses[m] == "success" for m in (*MARTS, "stg_app__events", "stg_catalog__items"))
     assert statuses["assert_recent_items_are_point_in_time"] == "pass"
-    assert statuses["fct_interactions_labels_positive_events"] == "pass"  # the dbt unit test
+    assert statuses["interactions_marks_positive_events"] == "pass"  # the dbt unit test
     assert sum(n.resource_type == "test" for n in result.nodes) >= 40
     assert result.summary()["success"] is True
     assert all((settings.marts / f"{m}.parquet").is_file() for m in MARTS)
     assert not (Path(__file__).parents[3] / "dbt" / "target").exists(), "dbt must not write into the repo"
 
 
-def test_fct_interactions_one_row_per_event_with_labels(marts: dict[str, pd.DataFrame]) -> None:
-    fct = marts["fct_interactions"]
+def test_interactions_one_row_per_event_marked_positive_or_not(marts: dict[str, pd.DataFrame]) -> None:
+    fct = marts["interactions"]
     assert list(fct.columns) == [
-        "event_id", "user_id", "item_id", "event_type", "label", "occurred_at", "event_timestamp",
+        "event_id", "user_id", "item_id", "event_type", "is_positive", "occurred_at", "event_timestamp",
     ]  # fmt: skip
     assert len(fct) == 12 and fct["event_id"].is_unique  # e4 was delivered twice
-    positives = set(fct.loc[fct["label"] == 1, "event_id"])
+    positives = set(fct.loc[fct["is_positive"], "event_id"])
     assert positives == {"e2", "e5", "e8", "e9"}  # click, rating 4, click, like; rating 3 is not positive
     assert (fct["event_timestamp"] == fct["occurred_at"]).all()
     assert str(fct["occurred_at"].dtype) == "datetime64[us, UTC]"
@@ -190,11 +190,11 @@ def test_failed_data_test_names_the_node(settings: Settings) -> None:
     write_partition(settings.lake, "events", D1, [event("orphan", 1, 99, "click", utc(2024, 5, 1, 9))])
 
     with pytest.raises(TransformError) as failure:
-        build(settings, select="+fct_interactions stg_catalog__items")
+        build(settings, select="+interactions stg_catalog__items")
 
     message = str(failure.value)
     assert "1 node(s) failed" in message
-    assert "relationships_fct_interactions_item_id" in message
+    assert "relationships_interactions_item_id" in message
     assert "Got 1 result" in message
 
 
@@ -203,9 +203,9 @@ def test_empty_mart_is_a_zero_row_parquet(settings: Settings) -> None:
     for day in (date(2024, 4, 3), date(2024, 4, 4), D1, D2, D3):
         write_partition(settings.lake, "events", day, [])
 
-    build(settings, select="+fct_interactions stg_catalog__items")
+    build(settings, select="+interactions stg_catalog__items")
 
-    fct = pd.read_parquet(settings.marts / "fct_interactions.parquet")
+    fct = pd.read_parquet(settings.marts / "interactions.parquet")
     assert fct.empty
     assert list(fct.columns)[:3] == ["event_id", "user_id", "item_id"]
 

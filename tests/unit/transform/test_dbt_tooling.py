@@ -24,7 +24,7 @@ KEYLESS_MODELS = {"stg_app__events"}
 UNIT_TESTED_MODELS = {
     "int_events_deduplicated", "int_items_deduplicated",
     "int_user_engagement_daily", "int_item_engagement_daily",
-    "user_daily_features", "item_daily_features", "fct_interactions",
+    "user_daily_features", "item_daily_features", "interactions",
 }  # fmt: skip
 
 

@@ -37,7 +37,7 @@ def test_read_mart_reads_the_parquet_export(settings: Settings) -> None:
 
 def test_a_missing_mart_says_to_run_the_transform_stage(settings: Settings) -> None:
     with pytest.raises(MissingMartError, match="transform stage"):
-        read_mart(settings, "fct_interactions")
+        read_mart(settings, "interactions")
     assert issubclass(MissingMartError, TransformError)
 
 

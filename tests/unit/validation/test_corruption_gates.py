@@ -155,7 +155,7 @@ def test_rerun_after_a_fix_picks_the_partition_up(settings: Settings) -> None:
 
     assert all(g["success"] for g in summary["gates"].values())
     assert len(quarantined(settings, "events")) == 1  # the failed attempt is kept
-    fct = pq.read_table(settings.marts / "fct_interactions.parquet")
+    fct = pq.read_table(settings.marts / "interactions.parquet")
     assert sorted(fct.column("event_id").to_pylist()) == ["e1", "e2", "e3", "e4"]
 
 

@@ -10,14 +10,11 @@ labelled as (
         user_id,
         item_id,
         event_type,
-        cast(
-            case
-                when event_type in ('click', 'like', 'purchase') then 1
-                when event_type = 'rating' and value >= 4 then 1
-                else 0
-            end
-            as bigint
-        ) as label,
+        coalesce(
+            event_type in ('click', 'like', 'purchase')
+            or (event_type = 'rating' and value >= 4),
+            false
+        ) as is_positive,
         occurred_at,
         occurred_at as event_timestamp
     from events
