@@ -236,14 +236,13 @@ def run_movielens(n_boot: int = 1000, secondary: bool = True, quick: bool = Fals
 
 def run_simulator(n_boot: int = 1000) -> dict[str, Any]:
     """Simulator: the model against baselines and against the planted-topic oracle."""
-    from recsys.model.evaluate import positives_by_user
+    from recsys.model.evaluate import positives_by_user, user_metrics
     from recsys.model.protocol import (
         ModelSpec,
         bootstrap_indices,
         per_user_temporal_split,
         ratio_interval,
         run_protocol,
-        user_metrics,
     )
 
     site = simulator_site()

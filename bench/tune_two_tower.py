@@ -30,8 +30,8 @@ log = logging.getLogger("bench.tune_two_tower")
 def validation_scores(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validation NDCG@10 of the two-tower model at each override point, with the references."""
     from recsys.model import baselines
-    from recsys.model.evaluate import positives_by_user
-    from recsys.model.protocol import two_tower_fit, user_metrics
+    from recsys.model.evaluate import positives_by_user, user_metrics
+    from recsys.model.protocol import two_tower_fit
 
     items, split = mq.movielens_primary()
     item_ids = items["item_id"].to_numpy(np.int64)

@@ -1,40 +1,23 @@
 with
 
-daily_engagement as (
-    select * from {{ ref('int_item_engagement_daily') }}
+rolling_engagement as (
+    select * from {{ ref('int_engagement_rolling_28d') }}
 ),
 
-summed_over_28_days as (
-    select
-        item_id,
-        activity_date as feature_date,
-        sum(impressions) over trailing_28_days as impressions_in_window,
-        sum(clicks) over trailing_28_days as clicks_in_window
-    from daily_engagement
-    window trailing_28_days as (
-        partition by item_id
-        order by activity_date
-        range between interval '27 days' preceding and current row
-    )
-),
-
-smoothed_ctr as (
-    select
-        *,
-        cast(clicks_in_window + {{ var('ctr_prior_clicks') }} as double precision)
-        / cast(impressions_in_window + {{ var('ctr_prior_impressions') }} as double precision) as ctr_in_window
-    from summed_over_28_days
+item_engagement as (
+    select * from rolling_engagement
+    where entity = 'item'
 ),
 
 final as (
     select
-        item_id,
+        entity_id as item_id,
         feature_date,
-        {{ utc_day_end('feature_date') }} as event_timestamp,
-        cast(impressions_in_window as bigint) as item_impressions_28d,
-        cast(clicks_in_window as bigint) as item_clicks_28d,
-        ctr_in_window as item_ctr_28d
-    from smoothed_ctr
+        event_timestamp,
+        impressions_28d as item_impressions_28d,
+        clicks_28d as item_clicks_28d,
+        ctr_28d as item_ctr_28d
+    from item_engagement
 )
 
 select * from final

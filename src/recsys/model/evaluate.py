@@ -1,6 +1,8 @@
 """Offline evaluation of the pipeline and the promotion gate: a time split, recall/ndcg@k, popularity.
 
 * ``temporal_split``: rows before the holdout start train, the rest test (never random).
+* ``user_metrics``: recall, ndcg and mrr@k per user (the one metric implementation: the pipeline, the gate
+  and the benchmarks' protocol all use it).
 * ``evaluate`` / ``evaluate_side_by_side``: the pipeline's single-holdout evaluation (model vs popularity); the
   promotion gate scores candidate and production with ``evaluate``.
 * ``popular_item_ids``: the artifact's popularity fallback list.
@@ -17,6 +19,7 @@ Items a user interacted with in training are removed from that user's ranking an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import TrainingError
-from recsys.scoring import columns_of, top_k_indices
+from recsys.scoring import top_k_rows
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 """user ids ``[U]`` -> scores ``[U, n_items]``, columns in the order of the evaluated ``item_ids``."""
@@ -90,8 +93,70 @@ def rank_metrics(ranked: np.ndarray, relevant: set[int], k: int) -> tuple[float,
     return float(hits.sum()) / len(relevant), dcg / idcg
 
 
-def _rank(scores: np.ndarray, item_ids: np.ndarray, seen: set[int], k: int) -> np.ndarray:
-    return item_ids[top_k_indices(scores, k, columns_of(item_ids)(seen) if seen else None)]
+@dataclass
+class UserMetrics:
+    """Per-user metrics of one model on one evaluation set (arrays aligned with ``users``)."""
+
+    users: np.ndarray
+    recall: np.ndarray
+    ndcg: np.ndarray
+    mrr: np.ndarray
+    recommended: set[int] = field(default_factory=set)
+    n_candidates: int = 0
+
+    @property
+    def coverage(self) -> float:
+        """Share of the candidate items that appear in at least one user's top k."""
+        return len(self.recommended) / max(self.n_candidates, 1)
+
+
+def evaluation_users(fit_map: Positives, target_map: Positives, candidates: np.ndarray | None = None) -> np.ndarray:
+    """Users with at least one fit positive and one relevant target (unseen in fit, among the candidates)."""
+    allowed = None if candidates is None else set(np.asarray(candidates).tolist())
+
+    def has_target(user: int, items: set[int]) -> bool:
+        relevant = set(items) - set(fit_map[user])
+        return bool(relevant if allowed is None else relevant & allowed)
+
+    users = [u for u, items in target_map.items() if fit_map.get(u) and has_target(u, items)]
+    return np.array(sorted(users), dtype=np.int64)
+
+
+def user_metrics(
+    score_fn: ScoreFn,
+    fit_pos: Positives | pd.DataFrame,
+    target_pos: Positives | pd.DataFrame,
+    item_ids: np.ndarray,
+    k: int,
+    users: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
+    chunk: int = 512,
+) -> UserMetrics:
+    """recall@k, ndcg@k and mrr@k per user; ``candidates`` (item ids) restricts the ranked items."""
+    fit_map = positives_by_user(fit_pos) if isinstance(fit_pos, pd.DataFrame) else fit_pos
+    target_map = positives_by_user(target_pos) if isinstance(target_pos, pd.DataFrame) else target_pos
+    item_ids = np.asarray(item_ids, np.int64)
+    cols = np.arange(len(item_ids)) if candidates is None else np.flatnonzero(np.isin(item_ids, candidates))
+    cand_ids = item_ids[cols]
+    col_of = pd.Series(np.arange(len(cand_ids)), index=cand_ids)
+    allowed = set(cand_ids.tolist())
+    users = evaluation_users(fit_map, target_map, cand_ids) if users is None else np.asarray(users, np.int64)
+    recall, ndcg, mrr, recommended = [], [], [], set()
+    for lo in range(0, len(users), chunk):
+        batch = users[lo : lo + chunk]
+        scores = np.asarray(score_fn(batch))[:, cols]
+        seen = [col_of.reindex(list(fit_map.get(int(u), ()))).dropna().to_numpy(np.int64) for u in batch]
+        top = top_k_rows(scores, seen, k)
+        for user, row in zip(batch, top, strict=True):
+            ranked = cand_ids[row[row >= 0]]
+            recommended.update(ranked.tolist())
+            relevant = (set(target_map.get(int(user), ())) - set(fit_map.get(int(user), ()))) & allowed
+            user_recall, user_ndcg = rank_metrics(ranked, relevant, k) if relevant else (0.0, 0.0)
+            hits = np.isin(ranked, list(relevant))
+            recall.append(user_recall)
+            ndcg.append(user_ndcg)
+            mrr.append(1.0 / (np.argmax(hits) + 1) if hits.any() else 0.0)
+    return UserMetrics(users, np.array(recall), np.array(ndcg), np.array(mrr), recommended, len(cand_ids))
 
 
 def evaluate(
@@ -107,20 +172,15 @@ def evaluate(
         raise ValueError(f"k is {k}; it must be a positive integer.")
     train_map = positives_by_user(train_pos) if isinstance(train_pos, pd.DataFrame) else train_pos
     test_map = positives_by_user(test_pos) if isinstance(test_pos, pd.DataFrame) else test_pos
-    targets = {u: set(items) - set(train_map.get(u, set())) for u, items in test_map.items()}
-    users = np.array(sorted(u for u, items in targets.items() if items), dtype=np.int64)
-    item_ids = np.asarray(item_ids, np.int64)
-    recalls, ndcgs = [], []
-    for lo in range(0, len(users), chunk):
-        batch = users[lo : lo + chunk]
-        for user, row in zip(batch, score_fn(batch), strict=True):
-            ranked = _rank(row, item_ids, set(train_map.get(int(user), set())), k)
-            recall, ndcg = rank_metrics(ranked, targets[int(user)], k)
-            recalls.append(recall)
-            ndcgs.append(ndcg)
-    if not recalls:
+    users = np.array(sorted(u for u, items in test_map.items() if set(items) - set(train_map.get(u, set()))))
+    if not len(users):
         raise TrainingError("no test user has a relevant item unseen in training: the holdout is unusable.")
-    return {f"recall@{k}": float(np.mean(recalls)), f"ndcg@{k}": float(np.mean(ndcgs)), "users": float(len(users))}
+    per_user = user_metrics(score_fn, train_map, test_map, item_ids, k, users=users.astype(np.int64), chunk=chunk)
+    return {
+        f"recall@{k}": float(np.mean(per_user.recall)),
+        f"ndcg@{k}": float(np.mean(per_user.ndcg)),
+        "users": float(len(users)),
+    }
 
 
 def evaluate_side_by_side(

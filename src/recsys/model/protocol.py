@@ -28,8 +28,7 @@ import pandas as pd
 
 from recsys.config import ModelSettings
 from recsys.errors import TrainingError
-from recsys.model.evaluate import Positives, ScoreFn, positives_by_user
-from recsys.scoring import top_k_rows
+from recsys.model.evaluate import ScoreFn, UserMetrics, evaluation_users, positives_by_user, user_metrics
 
 log = logging.getLogger(__name__)
 
@@ -115,73 +114,6 @@ def global_temporal_split(positives: pd.DataFrame, validation_from: float = 0.7,
     t_val, t_test = times.quantile(validation_from), times.quantile(test_from)
     parts = (frame[times < t_val], frame[(times >= t_val) & (times < t_test)], frame[times >= t_test])
     return Split("global_temporal", *(p.reset_index(drop=True) for p in parts))
-
-
-@dataclass
-class UserMetrics:
-    """Per-user metrics of one model on one evaluation set (arrays aligned with ``users``)."""
-
-    users: np.ndarray
-    recall: np.ndarray
-    ndcg: np.ndarray
-    mrr: np.ndarray
-    recommended: set[int] = field(default_factory=set)
-    n_candidates: int = 0
-
-    @property
-    def coverage(self) -> float:
-        """Share of the candidate items that appear in at least one user's top k."""
-        return len(self.recommended) / max(self.n_candidates, 1)
-
-
-def evaluation_users(fit_map: Positives, target_map: Positives, candidates: np.ndarray | None = None) -> np.ndarray:
-    """Users with at least one fit positive and one relevant target (unseen in fit, among the candidates)."""
-    allowed = None if candidates is None else set(np.asarray(candidates).tolist())
-
-    def has_target(user: int, items: set[int]) -> bool:
-        relevant = set(items) - set(fit_map[user])
-        return bool(relevant if allowed is None else relevant & allowed)
-
-    users = [u for u, items in target_map.items() if fit_map.get(u) and has_target(u, items)]
-    return np.array(sorted(users), dtype=np.int64)
-
-
-def user_metrics(
-    score_fn: ScoreFn,
-    fit_pos: Positives | pd.DataFrame,
-    target_pos: Positives | pd.DataFrame,
-    item_ids: np.ndarray,
-    k: int,
-    users: np.ndarray | None = None,
-    candidates: np.ndarray | None = None,
-    chunk: int = 512,
-) -> UserMetrics:
-    """recall@k, ndcg@k and mrr@k per user; ``candidates`` (item ids) restricts the ranked items."""
-    fit_map = positives_by_user(fit_pos) if isinstance(fit_pos, pd.DataFrame) else fit_pos
-    target_map = positives_by_user(target_pos) if isinstance(target_pos, pd.DataFrame) else target_pos
-    item_ids = np.asarray(item_ids, np.int64)
-    cols = np.arange(len(item_ids)) if candidates is None else np.flatnonzero(np.isin(item_ids, candidates))
-    cand_ids = item_ids[cols]
-    col_of = pd.Series(np.arange(len(cand_ids)), index=cand_ids)
-    allowed = set(cand_ids.tolist())
-    users = evaluation_users(fit_map, target_map, cand_ids) if users is None else np.asarray(users, np.int64)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    recall, ndcg, mrr, recommended = [], [], [], set()
-    for lo in range(0, len(users), chunk):
-        batch = users[lo : lo + chunk]
-        scores = np.asarray(score_fn(batch))[:, cols]
-        seen = [col_of.reindex(list(fit_map.get(int(u), ()))).dropna().to_numpy(np.int64) for u in batch]
-        top = top_k_rows(scores, seen, k)
-        for user, row in zip(batch, top, strict=True):
-            ranked = cand_ids[row[row >= 0]]
-            recommended.update(ranked.tolist())
-            relevant = (set(target_map.get(int(user), ())) - set(fit_map.get(int(user), ()))) & allowed
-            hits = np.isin(ranked, list(relevant))
-            idcg = discounts[: min(len(relevant), k)].sum()
-            recall.append(hits.sum() / max(len(relevant), 1))
-            ndcg.append(discounts[: len(hits)][hits].sum() / idcg if idcg else 0.0)
-            mrr.append(1.0 / (np.argmax(hits) + 1) if hits.any() else 0.0)
-    return UserMetrics(users, np.array(recall), np.array(ndcg), np.array(mrr), recommended, len(cand_ids))
 
 
 def bootstrap_indices(n_users: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:

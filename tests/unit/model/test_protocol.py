@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.model.evaluate import ScoreFn
+from recsys.model.evaluate import ScoreFn, user_metrics
 from recsys.model.protocol import (
     ModelSpec,
     bootstrap_indices,
@@ -20,7 +20,6 @@ from recsys.model.protocol import (
     positives_from_ratings,
     ratio_interval,
     run_protocol,
-    user_metrics,
     write_report,
 )
 

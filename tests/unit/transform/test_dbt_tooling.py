@@ -23,7 +23,7 @@ from recsys.transform.lint import lint_sql
 KEYLESS_MODELS = {"stg_app__events"}
 UNIT_TESTED_MODELS = {
     "int_events_deduplicated", "int_items_deduplicated",
-    "int_user_engagement_daily", "int_item_engagement_daily",
+    "int_engagement_daily", "int_engagement_rolling_28d",
     "user_daily_features", "item_daily_features", "interactions",
 }  # fmt: skip
 
