@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from recsys import lake
 from recsys.config import ModelSettings, Settings, get_settings
 from recsys.errors import ConfigError
 
@@ -53,7 +54,7 @@ def utc_time(text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date/time such as 2024-03-01") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return lake.utc(value)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

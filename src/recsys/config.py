@@ -46,6 +46,8 @@ def project_dir() -> Path:
 class ModelSettings(BaseModel):
     """Item encoder and two-tower training knobs (one object per experiment)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     bert_checkpoint: str = Field(
         PACKAGED_BERT,
         description="HF-format checkpoint dir (config.json + model.safetensors + tokenizer), an hf:// or "
@@ -118,6 +120,8 @@ class ModelSettings(BaseModel):
 
 class ServingSettings(BaseModel):
     """The online service: request path, faults and binding at start (``RECSYS_SERVING__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     workers: int = Field(1, ge=1, description="Service worker processes (each holds one copy of the model).")
     max_batch: int = Field(

@@ -63,3 +63,7 @@ class ServingError(RecsysError):
 
 class UnsupportedLayer(RecsysError):
     """The numpy user tower does not implement a layer (scoring falls back to the compiled TensorFlow function)."""
+
+
+class UnsupportedFeatureLayout(RecsysError):
+    """A feature service's online rows have a layout the lean readers do not decode (the Feast SDK reads them)."""

@@ -254,9 +254,7 @@ def _item_timestamps(items: pd.DataFrame) -> pd.Series:
     column = "event_timestamp" if "event_timestamp" in items.columns else "updated_at"
     if column not in items.columns:
         raise ValueError("items need an 'event_timestamp' or 'updated_at' column (the item_texts mart has both).")
-    ts = pd.to_datetime(items[column])
-    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-    return ts.astype("datetime64[us, UTC]")
+    return pd.to_datetime(items[column], utc=True).astype("datetime64[us, UTC]")  # naive times are UTC
 
 
 def _check_items(items: pd.DataFrame) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys import lake
 from recsys.errors import TrainingError
 from recsys.scoring import top_k_rows
 
@@ -36,20 +37,14 @@ Positives = Mapping[int, set[int]]
 """``{user_id: {item_id, ...}}``: each user's positive items."""
 
 
-def _utc(ts: datetime | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(ts)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def temporal_split(
     interactions: pd.DataFrame, holdout_start: datetime | pd.Timestamp, column: str = "event_timestamp"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows before ``holdout_start`` (train) and from it on (test); naive times are taken as UTC."""
     if column not in interactions.columns:
         raise TrainingError(f"interactions lack the time column {column!r}; the split is by time, never random.")
-    times = pd.to_datetime(interactions[column])
-    times = times.dt.tz_localize("UTC") if times.dt.tz is None else times.dt.tz_convert("UTC")
-    is_test = (times >= _utc(holdout_start)).to_numpy()
+    times = pd.to_datetime(interactions[column], utc=True)  # naive times are taken as UTC
+    is_test = (times >= pd.Timestamp(lake.utc(holdout_start))).to_numpy()
     train, test = interactions[~is_test], interactions[is_test]
     if train.empty or test.empty:
         side = "training" if train.empty else "holdout"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from recsys.errors import FeatureStoreError
+from recsys.errors import FeatureStoreError, UnsupportedFeatureLayout
 from recsys.features.store import PROJECT
 
 if TYPE_CHECKING:
@@ -109,10 +109,6 @@ class _Layout:
         return UserRow(features, [int(i) for i in recent] if recent else [])
 
 
-class _Unsupported(Exception):
-    """The feature service uses a layout the lean readers do not decode (the SDK reader is used instead)."""
-
-
 @functools.cache
 def _value_class() -> Any:
     from feast.protos.feast.types.Value_pb2 import Value
@@ -139,7 +135,7 @@ def _python_value(blob: bytes | None) -> Any:
 
 
 def resolve_layout(store: FeatureStore, service_name: str, feature_names: Sequence[str]) -> _Layout:
-    """The layout of ``service_name``'s user rows; ``_Unsupported`` for what only the SDK reads."""
+    """The layout of ``service_name``'s user rows; ``UnsupportedFeatureLayout`` for what only the SDK reads."""
     from feast.infra.online_stores.helpers import compute_versioned_name
 
     try:
@@ -158,9 +154,9 @@ def resolve_layout(store: FeatureStore, service_name: str, feature_names: Sequen
         try:
             view = store.get_feature_view(projection.name)
         except Exception as exc:  # on-demand or stream feature views
-            raise _Unsupported(f"{projection.name} is not a plain feature view") from exc
+            raise UnsupportedFeatureLayout(f"{projection.name} is not a plain feature view") from exc
         if len(view.entity_columns) != 1:
-            raise _Unsupported(f"{view.name} has {len(view.entity_columns)} join keys, not one")
+            raise UnsupportedFeatureLayout(f"{view.name} has {len(view.entity_columns)} join keys, not one")
         column = view.entity_columns[0]
         join_keys.add(column.name)
         key_types.add(column.dtype.to_value_type().name)
@@ -171,9 +167,11 @@ def resolve_layout(store: FeatureStore, service_name: str, feature_names: Sequen
             by_field.setdefault(field.name, []).append((stored, field.name))
             by_ref[f"{projection.name_to_use()}__{field.name}"] = (stored, field.name)
     if len(join_keys) != 1 or len(key_types) != 1 or (key_type := key_types.pop()) not in _KEY_FIELDS:
-        raise _Unsupported(f"join keys {sorted(join_keys)} of types {sorted(key_types)}, not one integer key")
+        raise UnsupportedFeatureLayout(
+            f"join keys {sorted(join_keys)} of types {sorted(key_types)}, not one integer key"
+        )
     if getattr(service, "precompute_online", False):
-        raise _Unsupported("the service reads precomputed vectors")
+        raise UnsupportedFeatureLayout("the service reads precomputed vectors")
 
     features, bare = [], []
     for name in feature_names:
@@ -361,7 +359,7 @@ def open_online_rows(
         store = feature_store(settings, project=project)
     try:
         layout: _Layout | None = resolve_layout(store, feature_service, feature_names)
-    except _Unsupported as exc:
+    except UnsupportedFeatureLayout as exc:
         log.warning("reading %s through the Feast SDK: %s", feature_service, exc)
         layout = None
     except FeatureStoreError:
