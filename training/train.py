@@ -5,9 +5,9 @@
 The YAML holds the fields of ``recsys.config.ModelSettings``; they replace the model section of the
 process settings (``RECSYS_*`` env vars / ``RECSYS_CONFIG``), which still supply every path and connection.
 The data interval is ``[--start, --end)`` (``--start`` defaults to one day before ``--end``; naive times are
-UTC). ``recsys.pipeline.train_stage`` (Feast point-in-time training set -> train -> export) and
-``evaluate_stage`` (model vs popularity on the time-based holdout, written into the manifest) do the work,
-so this script, the Airflow training DAG and the CLI run the same code.
+UTC). ``recsys.pipeline.training_set_stage`` (the Feast point-in-time training set), ``train_stage`` (train ->
+export) and ``evaluate_stage`` (the evaluation on the time-based holdout, written into the manifest) do the
+work, so this script, the Airflow training DAG and the CLI run the same code.
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     """Train and evaluate one data interval; prints the stage summaries as JSON."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from recsys.pipeline import evaluate_stage, train_stage
+    from recsys.pipeline import evaluate_stage, train_stage, training_set_stage
 
     settings = settings_for(args.config)
+    training_set_stage(settings, args.start, args.end)
     trained = train_stage(settings, args.start, args.end)
     metrics = evaluate_stage(settings, args.start)
     print(json.dumps({"train": trained, "metrics": metrics}, indent=2, default=str))

@@ -115,7 +115,7 @@ def backfill(
 @app.command("run")
 def run_dag(day: Day) -> None:
     """Run the daily DAG for one data interval with `airflow dags test` (embedded Airflow)."""
-    from recsys.orchestration import run_dag_test
+    from recsys.orchestration.local import run_dag_test
 
     run_dag_test(get_settings(), day.date())
 

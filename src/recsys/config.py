@@ -10,7 +10,7 @@ against the project directory, never the current directory.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -214,6 +214,35 @@ class WarehouseSettings(BaseModel):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
 
 
+class OrchestrationSettings(BaseModel):
+    """How the Airflow DAGs run (``RECSYS_ORCHESTRATION__*``): the schedule's start, where training runs, and the
+    checks a new bento must pass before it is deployed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_date: date = Field(
+        date(2026, 11, 1), description="First daily partition of recsys_features (the scheduler catches up from it)."
+    )
+    train_pool: str = Field("default_pool", description="Airflow pool of the train task (e.g. a GPU pool).")
+    train_queue: str | None = Field(
+        None, description="Celery queue of the train task, so a GPU worker can take it (None: the default queue)."
+    )
+    infra_requests: int = Field(200, ge=1, description="Requests the infra validation sends to a new bento.")
+    infra_p99_budget_ms: float = Field(
+        500.0, gt=0, description="A new bento's p99 latency over those requests must stay within this budget."
+    )
+    freshness_slas: dict[str, timedelta] = Field(
+        default_factory=lambda: {
+            "user_stats": timedelta(days=2),
+            "item_stats": timedelta(days=2),
+            "user_recent_items": timedelta(days=2),
+            "item_text_embedding": timedelta(days=8),
+        },
+        description="Per feature view: how old its newest online row may be (against the data interval end) "
+        "before the freshness check fails the features run.",
+    )
+
+
 class RowCountRule(BaseModel):
     """Row count of a partition, absolute and against the previous day's partition of the same table."""
 
@@ -258,6 +287,20 @@ class ItemsQuality(RowCountRule):
     max_category_null_fraction: float = Field(0.05, ge=0, le=1)
 
 
+class ExtractionQuality(BaseModel):
+    """Rows extraction could not convert to the contract (quarantined with their reason)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_quarantined_share: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="The raw gate fails a partition when more than this share of the interval's source rows were "
+        "quarantined at extraction (e.g. a retyped column).",
+    )
+
+
 class MartsQuality(BaseModel):
     """Marts, validated on the rows of the data interval."""
 
@@ -276,6 +319,7 @@ class QualitySettings(BaseModel):
     events: EventsQuality = EventsQuality()
     items: ItemsQuality = ItemsQuality()
     marts: MartsQuality = MartsQuality()
+    extraction: ExtractionQuality = ExtractionQuality()
 
 
 class Settings(BaseSettings):
@@ -337,6 +381,7 @@ class Settings(BaseSettings):
     )
 
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     model: ModelSettings = ModelSettings()
     serving: ServingSettings = ServingSettings()

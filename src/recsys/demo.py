@@ -50,7 +50,7 @@ def query_bento(
 def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 300, port: int = 3000) -> None:
     """Simulate a site, backfill its history, run the daily DAG for the last day, then serve and query."""
     from recsys.ingest.extract import backfill
-    from recsys.orchestration import run_dag_test
+    from recsys.orchestration.local import run_dag_test
     from recsys.sources.simulator import SimulationConfig, simulate
     from recsys.sources.writer import write_site
     from recsys.transform.warehouse import read_mart

@@ -146,20 +146,31 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, list | tuple) or (hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1)
 
 
-def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
-    """Point-in-time training set from Feast → two-tower training → artifact in the run folder."""
+def training_set_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """The point-in-time training set of a model trained at ``end`` (Feast), saved in the run folder."""
     from recsys.features import training_set
-    from recsys.model.evaluate import popular_item_ids
-    from recsys.model.export import export_artifact
-    from recsys.model.fit import train
 
-    with stage("train", _timings(settings), **_label(start)):
+    with stage("training_set", _timings(settings), **_label(start)):
         data = training_set.build(settings, end)
         if data.train.empty:
             raise TrainingError(
                 f"no positive interactions before {data.holdout_start:%Y-%m-%d}; extract more history "
                 "(recsys backfill) before training."
             )
+        data.save(run_dir(settings, start))
+    return {"train_rows": len(data.train), "test_rows": len(data.test), "items": len(data.items)}
+
+
+def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Two-tower training on the run's saved training set → the model artifact in the run folder."""
+    from recsys.features.training_set import TrainingData
+    from recsys.model.evaluate import popular_item_ids
+    from recsys.model.export import export_artifact
+    from recsys.model.fit import train
+
+    with stage("train", _timings(settings), **_label(start)):
+        out = run_dir(settings, start)
+        data = TrainingData.load(out)
         trained = train(
             data.train,
             data.items,
@@ -168,8 +179,6 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
             settings.model,
             impressions_df=data.impressions,
         )
-        out = run_dir(settings, start)
-        data.save(out)
         metadata = {
             "data_interval_start": start.isoformat(),
             "data_interval_end": end.isoformat(),
@@ -243,16 +252,23 @@ def gate_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str,
 
 
 def bento_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str, Any]:
-    """Build a versioned bento that names exactly this model version; deploy it if the gate promoted the model.
-
-    The production pointer moves only when the promotion gate's newest decision on ``model_tag`` promoted it
-    (and it is still the gate's production model); a refused candidate's bento is built but not deployed.
-    """
+    """Build a versioned bento that names exactly this model version (not deployed yet: see ``deploy_stage``)."""
     from recsys.registry import build_bento
-    from recsys.registry.production import deploy_if_promoted, production_bento
 
     with stage("build_bento", _timings(settings), **_label(start)):
         bento_tag = build_bento(settings, model_tag)
+    return {"bento_tag": bento_tag, "model_tag": model_tag}
+
+
+def deploy_stage(settings: Settings, start: datetime, bento_tag: str, model_tag: str) -> dict[str, Any]:
+    """Point production at the bento, if the promotion gate's newest decision on ``model_tag`` promoted it.
+
+    The production pointer moves only when the gate promoted the model (and it is still the gate's production
+    model); a refused candidate's bento stays built but not deployed.
+    """
+    from recsys.registry.production import deploy_if_promoted, production_bento
+
+    with stage("deploy", _timings(settings), **_label(start)):
         deployed = deploy_if_promoted(settings, bento_tag, model_tag)
     return {
         "bento_tag": bento_tag,

@@ -11,7 +11,7 @@ import pytest
 from fixtures_bert import write_tiny_bert
 from recsys.config import Settings
 from recsys.ingest.extract import backfill
-from recsys.orchestration import run_dag_test
+from recsys.orchestration.local import run_dag_test
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
 

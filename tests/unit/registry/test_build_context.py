@@ -38,7 +38,7 @@ NOT_SHIPPED = [  # tests, training, bench protocol, serve tooling, tool faces: t
     "recsys/model",
     "recsys/features/training_set.py",
     "recsys/pipeline.py",
-    "recsys/orchestration.py",
+    "recsys/orchestration",
     "recsys/cli.py",
     "recsys/demo.py",
     "recsys/timing.py",

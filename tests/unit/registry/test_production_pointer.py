@@ -274,20 +274,20 @@ def test_deploy_if_promoted_moves_the_pointer_only_for_a_promoted_model(store_: 
     assert deployments(s)[-1].reason.startswith("promoted: ndcg@10 0.2100")
 
 
-def test_bento_stage_deploys_a_promoted_candidate_and_not_a_refused_one(store_: BuiltStore) -> None:
-    from recsys.pipeline import bento_stage
+def test_deploy_stage_deploys_a_promoted_candidate_and_not_a_refused_one(store_: BuiltStore) -> None:
+    from recsys.pipeline import deploy_stage
 
     s = store_.settings
     day = datetime(2026, 11, 3)
     _gate(s, store_.model_a, 0.21, None, None)
 
-    promoted = bento_stage(s, day, store_.model_a)
+    promoted = deploy_stage(s, day, store_.bento_a, store_.model_a)
 
     assert promoted["deployed"] is True and promoted["production_bento"] == promoted["bento_tag"]
     assert production_bento(s) == promoted["bento_tag"]
     _gate(s, store_.model_b, 0.19, store_.model_a, 0.21)  # refused
 
-    refused = bento_stage(s, day, store_.model_b)
+    refused = deploy_stage(s, day, store_.bento_b, store_.model_b)
 
     assert refused["deployed"] is False and refused["production_bento"] == promoted["bento_tag"]
     assert production_bento(s) == promoted["bento_tag"] != refused["bento_tag"]

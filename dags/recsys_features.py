@@ -1,0 +1,95 @@
+"""
+### recsys_features
+
+One UTC day of features, partitioned by day (partition key ``YYYY-MM-DD``): the scheduler runs one partition
+per day and catches up from ``orchestration.start_date`` (``RECSYS_ORCHESTRATION__START_DATE``), so history
+is backfilled by the scheduler (``airflow backfill create --dag-id recsys_features --from-date ... --to-date
+...``) and every partition passes the same gates. A run for one day by hand: conf ``{"day": "YYYY-MM-DD"}``.
+
+extract (sources → raw Parquet) → GX gates on the raw items and events (a failing partition is quarantined;
+too many rows quarantined at extraction fails too) → ``dbt build`` (staging → intermediate → marts, with
+tests) → GX gates on the marts' rows of the day → encode new or changed item texts with BERT → materialize
+the day into the online store (order-safe: an older day never overwrites newer values) → freshness of every
+feature view against its SLA → the ``recsys_features`` asset event for the day, which ``recsys_training``
+rolls up into weeks.
+
+Each task is a thin wrapper over a ``recsys.pipeline`` stage: the same function the CLI and the tests call.
+Configuration comes from ``RECSYS_*`` environment variables (or the YAML file named by ``RECSYS_CONFIG``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from airflow.sdk import CronPartitionTimetable, Param, chain, dag, task
+
+from recsys.config import get_settings
+from recsys.orchestration.assets import FEATURES
+
+ORCHESTRATION = get_settings().orchestration  # settings only: no connection, no heavy import at parse time
+
+
+def _day(context: dict) -> tuple[datetime, datetime]:
+    from recsys.orchestration.context import interval
+
+    return interval(context, "day")
+
+
+@dag(
+    dag_id="recsys_features",
+    schedule=CronPartitionTimetable("0 0 * * *", timezone="UTC", run_offset=-1, key_format="%Y-%m-%d"),
+    start_date=datetime.combine(ORCHESTRATION.start_date, time(), tzinfo=UTC) + timedelta(days=1),
+    catchup=True,
+    max_active_runs=1,
+    tags=["recsys", "features"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={"day": Param(None, type=["null", "string"], description="UTC day YYYY-MM-DD (manual runs only).")},
+    doc_md=__doc__,
+)
+def recsys_features() -> None:
+    @task
+    def extract(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import extract_stage
+
+        return extract_stage(get_settings(), *_day(context))
+
+    @task(retries=0)
+    def validate_raw(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import validate_raw_stage
+
+        return validate_raw_stage(get_settings(), *_day(context))
+
+    @task
+    def dbt_build(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import transform_stage
+
+        return transform_stage(get_settings(), *_day(context))
+
+    @task(retries=0)
+    def validate_marts(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import validate_marts_stage
+
+        return validate_marts_stage(get_settings(), *_day(context))
+
+    @task
+    def encode_items(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import encode_stage
+
+        return encode_stage(get_settings(), *_day(context))
+
+    @task
+    def materialize(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import features_stage
+
+        return features_stage(get_settings(), *_day(context))
+
+    @task(retries=0, outlets=[FEATURES])
+    def check_freshness(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import freshness_stage
+
+        return freshness_stage(get_settings(), *_day(context))
+
+    chain(extract(), validate_raw(), dbt_build(), validate_marts(), encode_items(), materialize(), check_freshness())
+
+
+recsys_features()
