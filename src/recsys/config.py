@@ -293,7 +293,7 @@ class ExtractionQuality(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_quarantined_share: float = Field(
-        0.01,
+        0.001,
         ge=0,
         le=1,
         description="The raw gate fails a partition when more than this share of the interval's source rows were "

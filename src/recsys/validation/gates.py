@@ -73,6 +73,39 @@ def previous_partition_rows(settings: Settings, table: str, day_start: datetime)
     return pq.ParquetFile(previous).metadata.num_rows if previous.is_file() else None
 
 
+def quarantined_rows(settings: Settings, table: str, day_start: datetime) -> int:
+    """Rows extraction quarantined for the interval (one JSON line each), 0 when there is no quarantine file."""
+    path = lake.quarantined_rows_path(settings.lake, table, day_start)
+    if not path.is_file():
+        return 0
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def extraction_failures(settings: Settings, table: str, day_start: datetime, rows: int) -> list[ExpectationFailure]:
+    """A failure when more than ``quality.extraction.max_quarantined_share`` of the interval's source rows were
+    quarantined at extraction (they could not be converted to the contract, e.g. a retyped column)."""
+    quarantined = quarantined_rows(settings, table, day_start)
+    total = quarantined + rows
+    limit = settings.quality.extraction.max_quarantined_share
+    if not total or quarantined / total <= limit:
+        return []
+    where = lake.quarantined_rows_path(settings.lake, table, day_start)
+    return [
+        ExpectationFailure(
+            expectation="extracted_rows_quarantined_share",
+            column=None,
+            unexpected_count=quarantined,
+            element_count=total,
+            sample=(),
+            exception=None,
+            detail=f"{quarantined} of {total} source rows ({quarantined / total:.2%}) were quarantined at "
+            f"extraction, above the allowed {limit:.2%} (quality.extraction.max_quarantined_share): see the "
+            f"reasons in {where}, fix the source (or the contract) and re-extract the interval",
+        )
+    ]
+
+
 def read_raw_partition(partition: Path, table: str) -> tuple[Any, list[ExpectationFailure]]:
     """The partition as a pandas frame (Arrow-backed strings) and its schema failures against the contract."""
     import pandas as pd

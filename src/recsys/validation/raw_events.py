@@ -17,7 +17,14 @@ from typing import Any
 from recsys import lake
 from recsys.config import EventsQuality, Settings
 from recsys.errors import ValidationFailedError
-from recsys.validation.gates import GateResult, previous_partition_rows, read_raw_partition, result_path, run_gate
+from recsys.validation.gates import (
+    GateResult,
+    extraction_failures,
+    previous_partition_rows,
+    read_raw_partition,
+    result_path,
+    run_gate,
+)
 from recsys.validation.suites import (
     DUPLICATE_EXEMPT_COLUMN,
     UNKNOWN_ITEM_COLUMN,
@@ -61,6 +68,7 @@ def gate_raw_events(
     cfg = config or settings.quality.events
     partition = raw_events_partition(settings, start)
     frame, schema_problems = read_raw_partition(partition, "events")
+    schema_problems += extraction_failures(settings, "events", start, len(frame))
     check_catalog = "item_id" in frame.columns and not any(f.column == "item_id" for f in schema_problems)
     if check_catalog:
         known = known_item_ids(settings, end)

@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 
 from recsys import lake
 from recsys.config import ItemsQuality, Settings
-from recsys.validation.gates import GateResult, previous_partition_rows, read_raw_partition, run_gate
+from recsys.validation.gates import (
+    GateResult,
+    extraction_failures,
+    previous_partition_rows,
+    read_raw_partition,
+    run_gate,
+)
 from recsys.validation.suites import raw_items_suite
 
 
@@ -19,6 +25,7 @@ def gate_raw_items(
     cfg = config or settings.quality.items
     partition = lake.partition_path(settings.lake, "items", start)
     frame, schema_problems = read_raw_partition(partition, "items")
+    schema_problems += extraction_failures(settings, "items", start, len(frame))
     suite = raw_items_suite(
         start - settings.late_data_overlap,
         end,

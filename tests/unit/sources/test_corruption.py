@@ -121,6 +121,7 @@ GATE_CATCHES = {
     "unknown_items": "expect_column_values_to_be_null(column=unknown_item_id)",
     "renamed_column": "expect_column_values_to_be_null(column=_extra)",
     "empty_interval": "expect_table_row_count_to_be_between",
+    "retyped_column": "extracted_rows_quarantined_share",  # rows quarantined at extraction, above the share
 }
 
 
