@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 # recompile TensorFlow, Airflow and friends from source on each import.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: env demo test test-fast lint bench clean
+.PHONY: env demo test test-fast lint bench airflow clean
 
 env: $(UV)
 	$(UV) sync --frozen
@@ -29,6 +29,9 @@ lint: env  ## ruff, and the import-linter layer contracts in pyproject.toml
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run lint-imports
+
+airflow: env  ## Airflow standalone on the embedded home: both DAGs and their runs in the UI (127.0.0.1:8080)
+	$(UV) run recsys airflow
 
 bench: env  ## benchmarks (BENCH="name ..." to pick); JSON results under bench/results/
 	$(UV) run python -m bench.run $(BENCH)

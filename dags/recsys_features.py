@@ -19,7 +19,7 @@ Configuration comes from ``RECSYS_*`` environment variables (or the YAML file na
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from airflow.sdk import CronPartitionTimetable, Param, chain, dag, task
 
@@ -27,6 +27,10 @@ from recsys.config import get_settings
 from recsys.orchestration.assets import FEATURES
 
 ORCHESTRATION = get_settings().orchestration  # settings only: no connection, no heavy import at parse time
+
+
+def _run_of(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC) + timedelta(days=1)
 
 
 def _day(context: dict) -> tuple[datetime, datetime]:
@@ -38,7 +42,9 @@ def _day(context: dict) -> tuple[datetime, datetime]:
 @dag(
     dag_id="recsys_features",
     schedule=CronPartitionTimetable("0 0 * * *", timezone="UTC", run_offset=-1, key_format="%Y-%m-%d"),
-    start_date=datetime.combine(ORCHESTRATION.start_date, time(), tzinfo=UTC) + timedelta(days=1),
+    # a partition's run comes one day after it (run_offset=-1): the day must be over before it is extracted
+    start_date=_run_of(ORCHESTRATION.start_date),
+    end_date=_run_of(ORCHESTRATION.end_date) if ORCHESTRATION.end_date else None,
     catchup=True,
     max_active_runs=1,
     tags=["recsys", "features"],

@@ -103,21 +103,52 @@ def extract(day: Day, table: Annotated[str | None, typer.Option(help="One table;
 def backfill(
     start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"])],
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last day, inclusive.")],
-    force: Annotated[bool, typer.Option(help="Re-extract days already present.")] = False,
+    force: Annotated[bool, typer.Option(help="Run again the days that already passed.")] = False,
 ) -> None:
-    """Extract every day in [start, end]; resumable (days already extracted are skipped)."""
-    from recsys.ingest.extract import backfill as run_backfill
+    """Run the features of every day in [start, end] (inclusive), oldest first, through the gated stages.
 
-    results = run_backfill(get_settings(), start.date(), end.date(), force=force)
-    typer.echo(f"extracted {len(results)} partitions")
+    The same stages as recsys_features: extract, raw gates, dbt build, mart gates, encode, materialize, freshness.
+    Resumable (days that passed are skipped); stops at the first day a gate refuses.
+    """
+    from recsys.pipeline import backfill_features
+
+    for day, summary in backfill_features(get_settings(), start.date(), end.date(), force=force):
+        typer.echo(f"{day}: {'already done, skipped' if summary is None else 'features done'}")
 
 
 @app.command("run")
 def run_dag(day: Day) -> None:
-    """Run the daily DAG for one data interval with `airflow dags test` (embedded Airflow)."""
-    from recsys.orchestration.local import run_dag_test
+    """Run recsys_features for one UTC day with `airflow dags test` (embedded Airflow, no scheduler)."""
+    from recsys.orchestration.local import run_features_day
 
-    run_dag_test(get_settings(), day.date())
+    run_features_day(get_settings(), day.date())
+
+
+@app.command("train")
+def train_week(week: Annotated[datetime, typer.Argument(formats=["%Y-%m-%d"], help="The week's Monday.")]) -> None:
+    """Run recsys_training for one ISO week with `airflow dags test` (embedded Airflow, no scheduler)."""
+    from recsys.orchestration.local import run_training_week
+
+    run_training_week(get_settings(), week.date())
+
+
+@app.command("airflow")
+def airflow_ui(port: Annotated[int, typer.Option(help="Port of the Airflow UI and API on 127.0.0.1.")] = 8080) -> None:
+    """Airflow standalone on the embedded home (SQLite metadata, this project's DAGs) until Ctrl-C."""
+    import os
+    import signal
+
+    from recsys.orchestration.local import standalone
+
+    settings = get_settings()
+    process = standalone(settings, port)
+    passwords = settings.home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    typer.echo(f"Airflow UI: http://127.0.0.1:{port} (user admin, password in {passwords}); Ctrl-C stops it.")
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
 
 
 @app.command()
@@ -260,7 +291,7 @@ def bento_rollback() -> None:
 
 @app.command()
 def demo(days: int = 8, users: int = 300, items: int = 300, port: int = 3000) -> None:
-    """The main job on the embedded default: simulate → backfill → daily DAG → serve and query the bento."""
+    """The main job on the embedded default: simulate → recsys_features per day → recsys_training → serve and query."""
     from recsys.demo import run_demo
 
     run_demo(get_settings(), days=days, users=users, items=items, port=port)

@@ -223,6 +223,9 @@ class OrchestrationSettings(BaseModel):
     start_date: date = Field(
         date(2026, 11, 1), description="First daily partition of recsys_features (the scheduler catches up from it)."
     )
+    end_date: date | None = Field(
+        None, description="Last daily partition the scheduler runs (None: every day up to today)."
+    )
     train_pool: str = Field("default_pool", description="Airflow pool of the train task (e.g. a GPU pool).")
     train_queue: str | None = Field(
         None, description="Celery queue of the train task, so a GPU worker can take it (None: the default queue)."

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from recsys import lake
+from recsys.errors import ConfigError
 
 if TYPE_CHECKING:
     from recsys.config import Settings
@@ -48,9 +51,11 @@ def query_bento(
 
 
 def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 300, port: int = 3000) -> None:
-    """Simulate a site, backfill its history, run the daily DAG for the last day, then serve and query."""
-    from recsys.ingest.extract import backfill
-    from recsys.orchestration.local import run_dag_test
+    """Simulate a site, run recsys_features for every day, recsys_training for the last whole week, then serve.
+
+    Both DAGs run with ``airflow dags test`` on SQLite metadata (no scheduler, no server).
+    """
+    from recsys.orchestration.local import last_complete_week, run_features_day, run_training_week
     from recsys.sources.simulator import SimulationConfig, simulate
     from recsys.sources.writer import write_site
     from recsys.transform.warehouse import read_mart
@@ -67,16 +72,21 @@ def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 3
     extra["simulate"] = time.perf_counter() - t
     print(f"simulated site: {counts}")
 
-    t = time.perf_counter()
     first, last = cfg.start.date(), cfg.start.date() + timedelta(days=days - 1)
-    backfill(settings, first, last - timedelta(days=1))
-    extra["backfill_history"] = time.perf_counter() - t
+    week = last_complete_week(first, last)
+    if week is None:
+        raise ConfigError(f"the demo needs a whole ISO week (Monday to Sunday) in [{first}, {last}]: add days.")
+    logs = settings.home / "logs"
+    t = time.perf_counter()
+    for n, day in enumerate(lake.days_between(first, last), 1):
+        print(f"recsys_features {day} ({n}/{days}; log: {logs / f'features-{day}.log'})", flush=True)
+        run_features_day(settings, day, log_file=logs / f"features-{day}.log")
+    extra["recsys_features_dag_total"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    log_file = settings.home / "logs" / f"dag-{last}.log"
-    print(f"running DAG recsys_daily for data interval {last} (log: {log_file})")
-    run_dag_test(settings, last, log_file=log_file)
-    extra["airflow_dag_total"] = time.perf_counter() - t
+    print(f"recsys_training week {week} (log: {logs / f'training-{week}.log'})", flush=True)
+    run_training_week(settings, week, log_file=logs / f"training-{week}.log")
+    extra["recsys_training_dag_total"] = time.perf_counter() - t
 
     from recsys.registry.gate import decisions
 
@@ -97,3 +107,13 @@ def run_demo(settings: Settings, days: int = 8, users: int = 300, items: int = 3
         print(f"\nuser {user} (planted topics: {', '.join(planted)}) model {answer['model_version']}{fallback}")
         print(f"  {_describe(catalog, answer['items'])}")
     _print_timings(settings, t0, extra)
+    _print_reports(settings, lake.day_start(week))
+
+
+def _print_reports(settings: Settings, week_start: datetime) -> None:
+    from recsys.pipeline import run_dir
+    from recsys.validation.gates import data_docs_index
+
+    report = run_dir(settings, week_start) / "report.html"
+    print(f"\nevaluation report: {report.as_uri() if report.exists() else f'(not written: {report})'}")
+    print(f"data docs (GX validation results): {data_docs_index(settings).as_uri()}")

@@ -37,6 +37,15 @@ class FeatureStoreError(RecsysError):
     """Feast apply, materialization or retrieval failed."""
 
 
+class DagRunFailed(RecsysError):
+    """An Airflow DAG run failed; ``failed`` names the tasks that failed, ``not_run`` those they held back."""
+
+    def __init__(self, message: str, failed: list[str] | None = None, not_run: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failed = failed or []
+        self.not_run = not_run or []
+
+
 class TrainingError(RecsysError):
     """The training set or the training run is unusable."""
 

@@ -13,7 +13,8 @@ import logging
 import os
 import shutil
 import subprocess
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,50 @@ def encode_stage(settings: Settings, start: datetime, end: datetime) -> dict[str
         features.apply(settings)
         features.materialize(settings, start - settings.materialize_overlap, end, views=["item_text_embedding"])
     return dict(counts)
+
+
+def run_features(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """One interval's features in this process: the stages of the ``recsys_features`` DAG, in its order.
+
+    extract → raw gates → dbt build → mart gates → encode items → materialize → freshness; a gate that fails
+    raises (and quarantines what it refused), so nothing after it runs, exactly as in the DAG.
+    """
+    stages = (
+        extract_stage, validate_raw_stage, transform_stage, validate_marts_stage, encode_stage, features_stage,
+        freshness_stage,
+    )  # fmt: skip
+    summary = {fn.__name__.removesuffix("_stage"): fn(settings, start, end) for fn in stages}
+    _write_json(features_done(settings, start), {"interval": [start.isoformat(), end.isoformat()], **summary})
+    return summary
+
+
+def features_done(settings: Settings, start: datetime) -> Path:
+    """The record ``run_features`` writes when an interval's features passed every stage."""
+    return settings.home / "runs" / "features" / lake.day_key(start) / "done.json"
+
+
+def backfill_features(
+    settings: Settings, first: date, last: date, *, force: bool = False
+) -> Iterator[tuple[date, dict[str, Any] | None]]:
+    """Run the features of every day of ``[first, last]``, oldest first, through the same gated stages.
+
+    Yields ``(day, summary)`` as each day finishes (``None`` for a day already done and skipped, unless
+    ``force``), so a caller can show progress. Stops at the first day a gate refuses: later days would build on
+    it. Resumable: a re-run skips the days that passed.
+    """
+    for day in lake.days_between(first, last):
+        start, end = lake.day_interval(day)
+        if features_done(settings, start).is_file() and not force:
+            yield day, None
+            continue
+        yield day, run_features(settings, start, end)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def code_version() -> str:

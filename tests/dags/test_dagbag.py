@@ -25,7 +25,7 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory):
 
 def test_no_import_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert "recsys_daily" in dagbag.dags
+    assert set(dagbag.dags) == {"recsys_features", "recsys_training"}
 
 
 def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
@@ -36,15 +36,49 @@ def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
             assert t.retries is not None, (dag_id, t.task_id)
 
 
-def test_daily_dag_has_a_data_interval_timetable_and_the_whole_flow(dagbag) -> None:
-    dag = dagbag.dags["recsys_daily"]
-    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
-    order = ["extract", "validate_raw", "dbt_build", "validate_marts", "materialize", "encode_items", "train"]
-    order += ["evaluate", "register"]
+def _assert_chain(dag, order: list[str]) -> None:
     for upstream, downstream in itertools.pairwise(order):
-        assert downstream in dag.get_task(upstream).downstream_task_ids
-    assert "promote" in dag.get_task("register").downstream_task_ids
-    assert "build_bento" in dag.get_task("promote").downstream_task_ids
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+
+
+def test_features_is_a_daily_partitioned_dag_with_catchup_ending_in_the_features_asset(dagbag) -> None:
+    dag = dagbag.dags["recsys_features"]
+    timetable = dag.timetable
+    assert type(timetable).__name__ == "CronPartitionTimetable" and dag.catchup is True
+    assert (timetable.expression, timetable.run_offset, timetable.key_format) == ("0 0 * * *", -1, "%Y-%m-%d")
+    gates = ["extract", "validate_raw"]
+    after = ["validate_marts", "encode_items", "materialize", "check_freshness"]
+    _assert_chain(dag, gates)
+    _assert_chain(dag, after)
+    assert [o.name for o in dag.get_task("check_freshness").outlets] == ["recsys_features"]
+    assert {t.task_id for t in dag.tasks if t.retries == 0} >= {"validate_raw", "validate_marts", "check_freshness"}
+
+
+def test_training_rolls_seven_feature_days_up_into_a_week(dagbag) -> None:
+    dag = dagbag.dags["recsys_training"]
+    timetable = dag.timetable
+    assert type(timetable).__name__ == "PartitionedAssetTimetable"
+    mapper = timetable.default_partition_mapper
+    assert type(mapper).__name__ == "RollupMapper"
+    assert (type(mapper.window).__name__, type(mapper.wait_policy).__name__) == ("WeekWindow", "WaitForAll")
+    assert timetable.asset_condition.name == "recsys_features"
+    _assert_chain(dag, ["training_set", "train", "evaluate", "register", "promote", "build_bento"])
+    _assert_chain(dag, ["build_bento", "infra_validate", "deploy"])
+    assert dag.get_task("train").pool == "default_pool"  # orchestration.train_pool
+
+
+def test_the_train_task_takes_its_pool_and_queue_from_the_settings(tmp_path: Path) -> None:
+    probe = textwrap.dedent(f"""
+        import os
+        os.environ["AIRFLOW_HOME"] = {str(tmp_path)!r}
+        os.environ["RECSYS_ORCHESTRATION__TRAIN_POOL"] = "gpu"
+        os.environ["RECSYS_ORCHESTRATION__TRAIN_QUEUE"] = "gpu-workers"
+        from airflow.dag_processing.dagbag import DagBag
+        task = DagBag(dag_folder={str(DAGS)!r}).dags["recsys_training"].get_task("train")
+        print(task.pool, task.queue)
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "gpu gpu-workers"
 
 
 def test_dag_files_parse_fast_without_heavy_imports(tmp_path: Path) -> None:
