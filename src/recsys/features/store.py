@@ -54,15 +54,24 @@ def offline_store_config(settings: Settings) -> dict[str, Any]:
 
 
 def repo_config(settings: Settings, *, project: str = PROJECT) -> Any:
-    """The Feast ``RepoConfig`` of ``settings``: file registry, DuckDB/PostgreSQL offline, SQLite/Redis online."""
+    """The Feast ``RepoConfig`` of ``settings``: file registry, DuckDB/PostgreSQL offline, SQLite/Redis online.
+
+    Both online stores are order-safe: a row older than the stored one for the same entity and view is not
+    written (Redis: Feast's own event-time check; SQLite: ``recsys.features.online_sqlite``).
+    """
     from feast.repo_config import RepoConfig
 
     assert settings.feast_registry is not None and settings.online_sqlite_path is not None
     online: dict[str, Any]
     if settings.online_store == "redis":
-        online = {"type": "redis", "connection_string": settings.redis_url}
+        # Feast's Redis store compares event times and skips older rows unless skip_dedup: keep it off.
+        online = {"type": "redis", "connection_string": settings.redis_url, "skip_dedup": False}
     else:
-        online = {"type": "sqlite", "path": str(settings.online_sqlite_path)}
+        # Feast's SQLite store would let an older interval overwrite newer rows; ours keeps the newer ones.
+        # Imported by name (not only by the class path string) so a bento ships the module (build_context).
+        from recsys.features.online_sqlite import ONLINE_STORE_TYPE
+
+        online = {"type": ONLINE_STORE_TYPE, "path": str(settings.online_sqlite_path)}
     return RepoConfig(
         project=project,
         provider="local",
@@ -209,7 +218,8 @@ def materialize(
 
     The window is materialized in consecutive ``chunk``-long pieces, oldest first, so a long backfill never
     holds more than one chunk of feature rows in memory; later chunks overwrite earlier values, as one
-    window would.
+    window would. Writes are order-safe (``repo_config``): materializing an older window after a newer one
+    leaves the newer online values in place.
 
     The caller (Airflow) owns the window: pass the data interval start minus the late-data overlap, and the
     interval end. Feast includes rows stamped exactly at ``end``, which a daily mart needs: a day's feature
