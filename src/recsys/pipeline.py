@@ -276,3 +276,16 @@ def deploy_stage(settings: Settings, start: datetime, bento_tag: str, model_tag:
         "deployed": deployed is not None,
         "production_bento": production_bento(settings),
     }
+
+
+def freshness_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Every feature view of ``orchestration.freshness_slas`` against its SLA at the interval end.
+
+    FreshnessError names each view older than its SLA (its age and SLA); otherwise the per-view summary
+    (``materialized_until``, ``age_s``, ``sla_s``, ``fresh``) is returned.
+    """
+    from recsys.features.freshness import require_fresh
+
+    with stage("freshness", _timings(settings), **_label(start)):
+        views = require_fresh(settings, end)
+    return {view.view: view.summary() for view in views}

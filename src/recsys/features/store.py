@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -235,6 +236,18 @@ def materialize(
             store.materialize(start_date=lo, end_date=hi, feature_views=[v.name for v in selected])
         except Exception as exc:
             raise FeatureStoreError(f"Materializing [{lo}, {hi}] into the online store failed: {exc}") from exc
+
+
+def materialized_until(store: FeatureStore, views: Iterable[str]) -> dict[str, datetime | None]:
+    """``{view: end of its newest materialization into the online store}`` (UTC; None: never materialized).
+
+    Read from the registry's materialization intervals: the latest ``end`` passed to ``materialize`` for the
+    view, whatever order the intervals ran in. Serving start-up and the freshness check both read it here.
+    """
+    from recsys import lake
+
+    ends = {name: store.get_feature_view(name).most_recent_end_time for name in views}
+    return {name: None if end is None else lake.utc(end) for name, end in ends.items()}
 
 
 def windows(start: datetime, end: datetime, chunk: timedelta) -> list[tuple[datetime, datetime]]:
