@@ -246,7 +246,10 @@ def materialized_until(store: FeatureStore, views: Iterable[str]) -> dict[str, d
     """
     from recsys import lake
 
-    ends = {name: store.get_feature_view(name).most_recent_end_time for name in views}
+    listed = {view.name: view for view in store.list_feature_views()}  # one registry read for all of them
+    # a name not listed goes to get_feature_view, which raises Feast's own not-found error
+    found = {name: listed[name] if name in listed else store.get_feature_view(name) for name in views}
+    ends = {name: view.most_recent_end_time for name, view in found.items()}
     return {name: None if end is None else lake.utc(end) for name, end in ends.items()}
 
 
