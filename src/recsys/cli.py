@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,11 +24,25 @@ app.add_typer(bento_app, name="bento")
 Day = Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Data interval day (UTC).")]
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at each record, so a live progress bar (which redirects it while it
+    draws) prints log lines above itself instead of being overwritten by them."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        handlers=[_StderrHandler()],
     )
 
 
@@ -77,10 +92,16 @@ def import_movielens(
     folder: Annotated[Path, typer.Argument(help="A MovieLens release folder (ratings.csv, tags.csv, movies.csv).")],
     replace: Annotated[bool, typer.Option(help="Overwrite rows already in the source tables.")] = False,
 ) -> None:
-    """Import a MovieLens release (ml-latest-small format, or a larger one) into the sources."""
+    """Import a MovieLens release (ml-latest-small format, or a larger one) into the sources.
+
+    A bar on stderr counts the events inserted, chunk by chunk (only on a terminal).
+    """
+    from recsys.progress import progress_bar
     from recsys.sources.movielens import import_movielens as run_import
 
-    typer.echo(run_import(get_settings(), folder, replace=replace))
+    with progress_bar("importing MovieLens events") as advance:
+        result = run_import(get_settings(), folder, replace=replace, progress=advance)
+    typer.echo(result)
 
 
 @app.command()
@@ -105,10 +126,17 @@ def backfill(
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last day, inclusive.")],
     force: Annotated[bool, typer.Option(help="Re-extract days already present.")] = False,
 ) -> None:
-    """Extract every day in [start, end]; resumable (days already extracted are skipped)."""
-    from recsys.ingest.extract import backfill as run_backfill
+    """Extract every day in \\[start, end]; resumable (days already extracted are skipped).
 
-    results = run_backfill(get_settings(), start.date(), end.date(), force=force)
+    A bar on stderr advances per day (only on a terminal).
+    """
+    from recsys.ingest.extract import backfill as run_backfill
+    from recsys.lake import days_between
+    from recsys.progress import progress_bar
+
+    first, last = start.date(), end.date()
+    with progress_bar("backfill (days)", len(days_between(first, last))) as advance:
+        results = run_backfill(get_settings(), first, last, force=force, progress=advance)
     typer.echo(f"extracted {len(results)} partitions")
 
 
