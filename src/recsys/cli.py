@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,11 +25,11 @@ app.add_typer(bento_app, name="bento")
 Day = Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Data interval day (UTC).")]
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at each record, so a live progress bar (which redirects it while it
     draws) prints log lines above itself instead of being overwritten by them."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -255,7 +256,7 @@ def bento_list() -> None:
     _echo_table(("", "BENTO", "MODEL", "METRICS", "DATA INTERVAL", "CREATED"), rows)
 
 
-def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _echo_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Print ``header`` and ``rows`` as left-aligned columns two spaces apart."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -372,12 +373,12 @@ def _echo_status(status: dict[str, Any], metric: str) -> None:
     if "error" in freshness:
         typer.echo(f"  {freshness['error']}")
     else:
-        rows = [
+        views = [
             (v["view"], v["materialized_until"] or "never", _duration(v["age_s"]), _duration(v["sla_s"]),
              "fresh" if v["fresh"] else "STALE")
             for v in freshness["views"]
         ]  # fmt: skip
-        _echo_table(("VIEW", "MATERIALIZED UNTIL", "AGE", "SLA", "STATUS"), rows)
+        _echo_table(("VIEW", "MATERIALIZED UNTIL", "AGE", "SLA", "STATUS"), views)
 
     typer.echo("\nProduction")
     current = status["production"]
@@ -396,23 +397,23 @@ def _echo_status(status: dict[str, Any], metric: str) -> None:
     if "error" in runs:
         typer.echo(f"  {runs['error']}")
     else:
-        rows = [
+        last = [
             (dag, "no runs yet", "", "", "", "") if run is None else
             (dag, run["state"] or "-", run["run_id"], run["partition_key"] or _day(run["data_interval_start"]),
              _when(run["start_date"]), _when(run["end_date"]))
             for dag, run in runs.items()
         ]  # fmt: skip
-        _echo_table(("DAG", "OUTCOME", "RUN", "PARTITION", "STARTED", "ENDED"), rows)
+        _echo_table(("DAG", "OUTCOME", "RUN", "PARTITION", "STARTED", "ENDED"), last)
 
     typer.echo(f"\nPromotion gate decisions (newest first, at most {GATE_DECISIONS_SHOWN})")
     if not status["gate_decisions"]:
         typer.echo("  no decisions yet")
     else:
-        rows = [
+        decided = [
             (_when(d.get("decided_at")), d["candidate"], "promoted" if d["promoted"] else "refused", d["reason"])
             for d in status["gate_decisions"]
         ]
-        _echo_table(("DECIDED", "CANDIDATE", "OUTCOME", "REASON"), rows)
+        _echo_table(("DECIDED", "CANDIDATE", "OUTCOME", "REASON"), decided)
 
 
 @app.command()

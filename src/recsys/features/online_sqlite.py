@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from feast import Entity, FeatureView
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _quote_id, _table_id
@@ -29,12 +29,13 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
 
-ONLINE_STORE_TYPE = "recsys.features.online_sqlite.OrderSafeSqliteOnlineStore"
+ONLINE_STORE_TYPE: Final = "recsys.features.online_sqlite.OrderSafeSqliteOnlineStore"
 TRIGGER_SUFFIX = "_keep_newer"
 
 
 class OrderSafeSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
-    """``SqliteOnlineStoreConfig`` selecting :class:`OrderSafeSqliteOnlineStore` (same ``path`` and options)."""
+    """``SqliteOnlineStoreConfig`` selecting :class:`OrderSafeSqliteOnlineStore` (same ``path`` and options; the
+    ``type`` selector is narrowed to this store's class path)."""
 
     type: Literal["recsys.features.online_sqlite.OrderSafeSqliteOnlineStore"] = ONLINE_STORE_TYPE  # type: ignore[assignment]
 
