@@ -22,7 +22,7 @@ demo: env  ## the main job on the embedded default (no servers)
 test: env  ## every test tier (unit, services, e2e)
 	$(UV) run pytest
 
-test-fast: env  ## code tests only
+test-fast: env  ## tests not marked slow or e2e (tiny models are still trained and served in process via ASGI)
 	$(UV) run pytest -m "not slow and not e2e"
 
 lint: env  ## ruff, and the import-linter layer contracts in pyproject.toml

@@ -3,7 +3,7 @@
 Helpers a test module imports itself (free ports, fresh databases) are in ``servers.py``.
 
 A test that needs a server it cannot reach is skipped with the reason, unless RECSYS_REQUIRE_SERVICES=1
-(set by CI), where it fails.
+(set by CI), where it fails. Which servers, on which ports, and how CI starts them: README.md, "Test servers".
 """
 
 from __future__ import annotations

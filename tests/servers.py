@@ -22,7 +22,10 @@ def unavailable(what: str) -> None:
     """Skip (laptop) or fail (CI) because a server the test needs is unreachable."""
     msg = f"{what} is not reachable"
     if REQUIRE_SERVICES:
-        pytest.fail(f"{msg}, and RECSYS_REQUIRE_SERVICES=1 makes that an error. Start it (see ARCHITECTURE.md).")
+        pytest.fail(
+            f"{msg}, and RECSYS_REQUIRE_SERVICES=1 makes that an error. Start it (README.md, Test servers; "
+            ".ci/run starts them)."
+        )
     pytest.skip(f"{msg}; start it to run this test")
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from recsys.config import get_settings
+from recsys.config import Settings, get_settings
 
 app = typer.Typer(help="BERT two-tower recommender workflow.", no_args_is_help=True, add_completion=False)
 sources_app = typer.Typer(help="Source databases.", no_args_is_help=True)
@@ -23,11 +25,25 @@ app.add_typer(bento_app, name="bento")
 Day = Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Data interval day (UTC).")]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at each record, so a live progress bar (which redirects it while it
+    draws) prints log lines above itself instead of being overwritten by them."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        handlers=[_StderrHandler()],
     )
 
 
@@ -77,10 +93,16 @@ def import_movielens(
     folder: Annotated[Path, typer.Argument(help="A MovieLens release folder (ratings.csv, tags.csv, movies.csv).")],
     replace: Annotated[bool, typer.Option(help="Overwrite rows already in the source tables.")] = False,
 ) -> None:
-    """Import a MovieLens release (ml-latest-small format, or a larger one) into the sources."""
+    """Import a MovieLens release (ml-latest-small format, or a larger one) into the sources.
+
+    A bar on stderr counts the events inserted, chunk by chunk (only on a terminal).
+    """
+    from recsys.progress import progress_bar
     from recsys.sources.movielens import import_movielens as run_import
 
-    typer.echo(run_import(get_settings(), folder, replace=replace))
+    with progress_bar("importing MovieLens events") as advance:
+        result = run_import(get_settings(), folder, replace=replace, progress=advance)
+    typer.echo(result)
 
 
 @app.command()
@@ -105,15 +127,21 @@ def backfill(
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last day, inclusive.")],
     force: Annotated[bool, typer.Option(help="Run again the days that already passed.")] = False,
 ) -> None:
-    """Run the features of every day in [start, end] (inclusive), oldest first, through the gated stages.
+    """Run the features of every day in \[start, end] (inclusive), oldest first, through the gated stages.
 
     The same stages as recsys_features: extract, raw gates, dbt build, mart gates, encode, materialize, freshness.
-    Resumable (days that passed are skipped); stops at the first day a gate refuses.
+    Resumable (days that passed are skipped); stops at the first day a gate refuses. A bar on stderr advances per
+    day (only on a terminal).
     """
+    from recsys.lake import days_between
     from recsys.pipeline import backfill_features
+    from recsys.progress import progress_bar
 
-    for day, summary in backfill_features(get_settings(), start.date(), end.date(), force=force):
-        typer.echo(f"{day}: {'already done, skipped' if summary is None else 'features done'}")
+    first, last = start.date(), end.date()
+    with progress_bar("backfill (days)", len(days_between(first, last))) as advance:
+        for day, summary in backfill_features(get_settings(), first, last, force=force):
+            advance(1)
+            typer.echo(f"{day}: {'already done, skipped' if summary is None else 'features done'}")
 
 
 @app.command("run")
@@ -255,7 +283,11 @@ def bento_list() -> None:
         )
         for b in bentos
     ]
-    header = ("", "BENTO", "MODEL", "METRICS", "DATA INTERVAL", "CREATED")
+    _echo_table(("", "BENTO", "MODEL", "METRICS", "DATA INTERVAL", "CREATED"), rows)
+
+
+def _echo_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print ``header`` and ``rows`` as left-aligned columns two spaces apart."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -287,6 +319,157 @@ def bento_rollback() -> None:
     before = production_bento(settings)
     record = rollback(settings)
     typer.echo(f"{before} -> {record.bento} (model {record.model})")
+
+
+GATE_DECISIONS_SHOWN = 5
+
+
+def _freshness_status(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """``{"views": [per-view freshness]}``, or ``{"error": why none}`` (no registry yet, bad SLAs, ...)."""
+    from recsys.errors import RecsysError
+    from recsys.features.freshness import check
+
+    assert settings.feast_registry is not None
+    if not settings.feast_registry.exists():
+        registry = settings.feast_registry
+        return {"error": f"no Feast registry at {registry} yet: run recsys_features (recsys run --day DAY)"}
+    try:
+        return {"views": [{"view": v.view, **v.summary()} for v in check(settings, as_of)]}
+    except RecsysError as exc:
+        return {"error": str(exc)}
+
+
+def _production_status(settings: Settings) -> dict[str, Any] | None:
+    """The production bento's entry with its model's metrics and data interval (None before the first deploy)."""
+    from dataclasses import asdict
+
+    from recsys.errors import RegistryError
+    from recsys.registry.production import production
+    from recsys.registry.store import get_model
+
+    record = production(settings)
+    if record is None:
+        return None
+    status: dict[str, Any] = asdict(record)
+    try:
+        metadata = get_model(settings, record.model).metadata
+    except RegistryError as exc:
+        return {**status, "error": str(exc)}
+    keys = ("data_interval_start", "data_interval_end")
+    return {**status, "metrics": dict(metadata.get("metrics") or {}), **{k: metadata.get(k) for k in keys}}
+
+
+def _runs_status(settings: Settings) -> dict[str, Any]:
+    """``{dag_id: its newest run, or None}``, or ``{"error": why unreadable}``."""
+    from recsys.errors import RecsysError
+    from recsys.orchestration.runs import last_runs
+
+    try:
+        return {dag: run.summary() if run else None for dag, run in last_runs(settings).items()}
+    except RecsysError as exc:
+        return {"error": str(exc)}
+
+
+def collect_status(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """What `recsys status` reports, JSON-able: freshness at ``as_of``, production, last DAG runs, gate decisions."""
+    from recsys.registry.gate import decisions
+
+    return {
+        "as_of": as_of.isoformat(),
+        "freshness": _freshness_status(settings, as_of),
+        "production": _production_status(settings),
+        "dag_runs": _runs_status(settings),
+        "gate_decisions": decisions(settings)[-GATE_DECISIONS_SHOWN:][::-1],
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    """``2 days, 12:00:00``; ``-12:00:00`` for a negative one; ``-`` for none."""
+    from datetime import timedelta
+
+    if seconds is None:
+        return "-"
+    return ("-" if seconds < 0 else "") + str(timedelta(seconds=abs(seconds)))
+
+
+def _when(value: str | None) -> str:
+    return value[:19].replace("T", " ") if value else "-"
+
+
+def _echo_status(status: dict[str, Any], metric: str) -> None:
+    """`recsys status` as plain text: a heading and a table (or one line) per section."""
+    typer.echo(f"Feature freshness at {status['as_of']}")
+    freshness = status["freshness"]
+    if "error" in freshness:
+        typer.echo(f"  {freshness['error']}")
+    else:
+        views = [
+            (v["view"], v["materialized_until"] or "never", _duration(v["age_s"]), _duration(v["sla_s"]),
+             "fresh" if v["fresh"] else "STALE")
+            for v in freshness["views"]
+        ]  # fmt: skip
+        _echo_table(("VIEW", "MATERIALIZED UNTIL", "AGE", "SLA", "STATUS"), views)
+
+    typer.echo("\nProduction")
+    current = status["production"]
+    if current is None:
+        typer.echo("  no production bento yet")
+    else:
+        metrics = _metrics_summary(current.get("metrics") or {}, metric)
+        interval = f"{_day(current.get('data_interval_start'))}..{_day(current.get('data_interval_end'))}"
+        row = (current["bento"], current["model"], metrics, interval, _when(current["deployed_at"]), current["reason"])
+        _echo_table(("BENTO", "MODEL", "METRICS", "DATA INTERVAL", "DEPLOYED", "REASON"), [row])
+        if "error" in current:
+            typer.echo(f"  {current['error']}")
+
+    typer.echo("\nLast DAG runs")
+    runs = status["dag_runs"]
+    if "error" in runs:
+        typer.echo(f"  {runs['error']}")
+    else:
+        last = [
+            (dag, "no runs yet", "", "", "", "") if run is None else
+            (dag, run["state"] or "-", run["run_id"], run["partition_key"] or _day(run["data_interval_start"]),
+             _when(run["start_date"]), _when(run["end_date"]))
+            for dag, run in runs.items()
+        ]  # fmt: skip
+        _echo_table(("DAG", "OUTCOME", "RUN", "PARTITION", "STARTED", "ENDED"), last)
+
+    typer.echo(f"\nPromotion gate decisions (newest first, at most {GATE_DECISIONS_SHOWN})")
+    if not status["gate_decisions"]:
+        typer.echo("  no decisions yet")
+    else:
+        decided = [
+            (_when(d.get("decided_at")), d["candidate"], "promoted" if d["promoted"] else "refused", d["reason"])
+            for d in status["gate_decisions"]
+        ]
+        _echo_table(("DECIDED", "CANDIDATE", "OUTCOME", "REASON"), decided)
+
+
+@app.command()
+def status(
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Judge freshness at this UTC time (default: now)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of tables.")] = False,
+) -> None:
+    """Freshness of each feature view against its SLA, the production bento, the DAGs' last runs, gate decisions.
+
+    It reports and exits 0, stale or not.
+    """
+    from datetime import UTC
+
+    from recsys import lake
+
+    settings = get_settings()
+    report = collect_status(settings, lake.utc(as_of) if as_of else datetime.now(UTC).replace(microsecond=0))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        _echo_status(report, settings.promotion_metric)
 
 
 @app.command()

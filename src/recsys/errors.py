@@ -76,3 +76,7 @@ class UnsupportedLayer(RecsysError):
 
 class UnsupportedFeatureLayout(RecsysError):
     """A feature service's online rows have a layout the lean readers do not decode (the Feast SDK reads them)."""
+
+
+class FreshnessError(RecsysError):
+    """A feature view's newest online materialization is older than its freshness SLA (or never happened)."""

@@ -106,7 +106,7 @@ def encode_stage(settings: Settings, start: datetime, end: datetime) -> dict[str
 
     with stage("encode_items", _timings(settings), **_label(start)):
         items = read_mart(settings, "item_texts")
-        counts = encode_items(settings, items)
+        counts = encode_items(settings, items, progress=True)  # a bar only when stderr is a terminal
         publish_embeddings(settings, counts.table, rebuilt=counts.rebuilt)  # the Postgres offline store's copy
         features.apply(settings)
         features.materialize(settings, start - settings.materialize_overlap, end, views=["item_text_embedding"])
@@ -211,7 +211,7 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
     from recsys.features.training_set import TrainingData
     from recsys.model.evaluate import popular_item_ids
     from recsys.model.export import export_artifact
-    from recsys.model.fit import train
+    from recsys.model.fit import EpochProgress, train
 
     with stage("train", _timings(settings), **_label(start)):
         out = run_dir(settings, start)
@@ -223,6 +223,7 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
             data.item_feature_names,
             settings.model,
             impressions_df=data.impressions,
+            callbacks=[EpochProgress()],  # a bar per epoch only when stderr is a terminal
         )
         metadata = {
             "data_interval_start": start.isoformat(),
@@ -321,3 +322,16 @@ def deploy_stage(settings: Settings, start: datetime, bento_tag: str, model_tag:
         "deployed": deployed is not None,
         "production_bento": production_bento(settings),
     }
+
+
+def freshness_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Every feature view of ``orchestration.freshness_slas`` against its SLA at the interval end.
+
+    FreshnessError names each view older than its SLA (its age and SLA); otherwise the per-view summary
+    (``materialized_until``, ``age_s``, ``sla_s``, ``fresh``) is returned.
+    """
+    from recsys.features.freshness import require_fresh
+
+    with stage("freshness", _timings(settings), **_label(start)):
+        views = require_fresh(settings, end)
+    return {view.view: view.summary() for view in views}

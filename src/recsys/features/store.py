@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -54,15 +55,24 @@ def offline_store_config(settings: Settings) -> dict[str, Any]:
 
 
 def repo_config(settings: Settings, *, project: str = PROJECT) -> Any:
-    """The Feast ``RepoConfig`` of ``settings``: file registry, DuckDB/PostgreSQL offline, SQLite/Redis online."""
+    """The Feast ``RepoConfig`` of ``settings``: file registry, DuckDB/PostgreSQL offline, SQLite/Redis online.
+
+    Both online stores are order-safe: a row older than the stored one for the same entity and view is not
+    written (Redis: Feast's own event-time check; SQLite: ``recsys.features.online_sqlite``).
+    """
     from feast.repo_config import RepoConfig
 
     assert settings.feast_registry is not None and settings.online_sqlite_path is not None
     online: dict[str, Any]
     if settings.online_store == "redis":
-        online = {"type": "redis", "connection_string": settings.redis_url}
+        # Feast's Redis store compares event times and skips older rows unless skip_dedup: keep it off.
+        online = {"type": "redis", "connection_string": settings.redis_url, "skip_dedup": False}
     else:
-        online = {"type": "sqlite", "path": str(settings.online_sqlite_path)}
+        # Feast's SQLite store would let an older interval overwrite newer rows; ours keeps the newer ones.
+        # Imported by name (not only by the class path string) so a bento ships the module (build_context).
+        from recsys.features.online_sqlite import ONLINE_STORE_TYPE
+
+        online = {"type": ONLINE_STORE_TYPE, "path": str(settings.online_sqlite_path)}
     return RepoConfig(
         project=project,
         provider="local",
@@ -209,7 +219,8 @@ def materialize(
 
     The window is materialized in consecutive ``chunk``-long pieces, oldest first, so a long backfill never
     holds more than one chunk of feature rows in memory; later chunks overwrite earlier values, as one
-    window would.
+    window would. Writes are order-safe (``repo_config``): materializing an older window after a newer one
+    leaves the newer online values in place.
 
     The caller (Airflow) owns the window: pass the data interval start minus the late-data overlap, and the
     interval end. Feast includes rows stamped exactly at ``end``, which a daily mart needs: a day's feature
@@ -225,6 +236,21 @@ def materialize(
             store.materialize(start_date=lo, end_date=hi, feature_views=[v.name for v in selected])
         except Exception as exc:
             raise FeatureStoreError(f"Materializing [{lo}, {hi}] into the online store failed: {exc}") from exc
+
+
+def materialized_until(store: FeatureStore, views: Iterable[str]) -> dict[str, datetime | None]:
+    """``{view: end of its newest materialization into the online store}`` (UTC; None: never materialized).
+
+    Read from the registry's materialization intervals: the latest ``end`` passed to ``materialize`` for the
+    view, whatever order the intervals ran in. Serving start-up and the freshness check both read it here.
+    """
+    from recsys import lake
+
+    listed = {view.name: view for view in store.list_feature_views()}  # one registry read for all of them
+    # a name not listed goes to get_feature_view, which raises Feast's own not-found error
+    found = {name: listed[name] if name in listed else store.get_feature_view(name) for name in views}
+    ends = {name: view.most_recent_end_time for name, view in found.items()}
+    return {name: None if end is None else lake.utc(end) for name, end in ends.items()}
 
 
 def windows(start: datetime, end: datetime, chunk: timedelta) -> list[tuple[datetime, datetime]]:

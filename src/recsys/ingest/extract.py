@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from recsys.config import Settings
+    from recsys.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +236,13 @@ def extract_all(settings: Settings, start: datetime, end: datetime) -> dict[str,
     return {table: extract_interval(settings, table, start, end) for table in lake.RAW_TABLES}
 
 
-def backfill(settings: Settings, first: date, last: date, force: bool = False) -> list[ExtractResult]:
-    """Extract each day in ``[first, last]``; resumable: days whose partitions all exist are skipped."""
+def backfill(
+    settings: Settings, first: date, last: date, force: bool = False, progress: Progress | None = None
+) -> list[ExtractResult]:
+    """Extract each day in ``[first, last]``; resumable: days whose partitions all exist are skipped.
+
+    ``progress(1)`` is called after each day, extracted or skipped (``len(lake.days_between(first, last))`` calls).
+    """
     days = lake.days_between(first, last)
     results: list[ExtractResult] = []
     for n, day in enumerate(days, 1):
@@ -244,7 +250,9 @@ def backfill(settings: Settings, first: date, last: date, force: bool = False) -
         done = all(lake.partition_path(settings.lake, t, start).exists() for t in lake.RAW_TABLES)
         if done and not force:
             log.info("backfill %d/%d %s: already extracted, skipped", n, len(days), day)
-            continue
-        results.extend(extract_all(settings, start, end).values())
-        log.info("backfill %d/%d %s: done", n, len(days), day)
+        else:
+            results.extend(extract_all(settings, start, end).values())
+            log.info("backfill %d/%d %s: done", n, len(days), day)
+        if progress is not None:
+            progress(1)
     return results

@@ -26,6 +26,7 @@ import pandas as pd
 from recsys.config import PACKAGED_BERT, Settings
 from recsys.errors import ConfigError
 from recsys.model.backend import keras_backend
+from recsys.progress import Progress, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,10 @@ class ItemEncoder:
             "padding_mask": enc["attention_mask"].astype(np.int32),
         }
 
-    def encode(self, texts: list[str], batch_size: int = 64, log_every: int = 20) -> np.ndarray:
-        """Encode ``texts`` in batches; logs progress every ``log_every`` batches."""
+    def encode(
+        self, texts: list[str], batch_size: int = 64, log_every: int = 20, progress: Progress | None = None
+    ) -> np.ndarray:
+        """Encode ``texts`` in batches; logs progress every ``log_every`` batches, calls ``progress(1)`` per batch."""
         _check_texts(texts)
         if batch_size < 1:
             raise ConfigError(f"encode batch_size is {batch_size}; it must be a positive integer.")
@@ -125,6 +128,8 @@ class ItemEncoder:
             if (b + 1) % log_every == 0 or b + 1 == n_batches:
                 rate = hi / max(time.perf_counter() - start, 1e-9)
                 log.info("encoded %d/%d texts (%.0f texts/s)", hi, len(texts), rate)
+            if progress is not None:
+                progress(1)
         return out
 
 
@@ -314,13 +319,16 @@ def write_embeddings(table: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def encode_items(settings: Settings, items: pd.DataFrame, encoder: ItemEncoder | None = None) -> EncodeResult:
+def encode_items(
+    settings: Settings, items: pd.DataFrame, encoder: ItemEncoder | None = None, *, progress: bool = False
+) -> EncodeResult:
     """Bring ``settings.embeddings_path`` up to date with ``items`` (the item_texts mart).
 
     Items whose ``content_hash`` is new or changed get a new row (encoded, or a stored vector reused);
     unchanged items and items absent from ``items`` keep their rows, so the table holds one row per item
     and content version, stamped with the item's ``updated_at``. The BERT model is loaded only when
-    something needs encoding (``encoder`` may be passed to reuse a loaded one).
+    something needs encoding (``encoder`` may be passed to reuse a loaded one). ``progress``: draw a bar per
+    batch on stderr when it is a terminal (``recsys.progress``).
     """
     _check_items(items)
     items = items.assign(event_timestamp=_item_timestamps(items), content_hash=items["content_hash"].astype(str))
@@ -331,7 +339,10 @@ def encode_items(settings: Settings, items: pd.DataFrame, encoder: ItemEncoder |
     if len(to_encode):
         if encoder is None:
             encoder = load_encoder(settings.model.bert_checkpoint, settings.model.max_length)
-        vectors = encoder.encode(to_encode["text"].fillna("").astype(str).tolist(), settings.model.encode_batch_size)
+        texts, batch_size = to_encode["text"].fillna("").astype(str).tolist(), settings.model.encode_batch_size
+        batches = -(-len(texts) // batch_size) if batch_size > 0 else None  # encode() rejects a bad batch size
+        with progress_bar("encoding item texts (batches)", batches, show=None if progress else False) as advance:
+            vectors = encoder.encode(texts, batch_size, progress=advance)
         new_rows.append(_to_rows(to_encode, list(vectors)))
     if len(reuse):
         new_rows.append(_to_rows(reuse, list(reuse["embedding"])))

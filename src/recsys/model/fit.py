@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import keras
@@ -31,8 +32,46 @@ from recsys.model.build import (
 from recsys.model.ensemble import join_members, with_popularity_prior
 from recsys.model.trained import TrainedModel
 from recsys.model.two_tower import TwoTowerModel, build_user_tower, set_oov_to_mean
+from recsys.progress import progress_bar
 
 log = logging.getLogger(__name__)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """A Keras callback drawing one bar per ``fit`` on stderr, a step per epoch with its loss (``recsys.progress``).
+
+    ``show``: None draws it only when stderr is a terminal (quiet in Airflow task logs and under pytest), True
+    always, False never. The training stage passes it; ``train`` alone (tests, benches) shows nothing.
+    """
+
+    def __init__(self, show: bool | None = None) -> None:
+        super().__init__()
+        self._show = show
+        self._bar: ExitStack | None = None
+        self._advance: Any = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Open the bar: ``params["epochs"]`` steps."""
+        self._close()
+        self._bar = ExitStack()
+        total = self.params.get("epochs") if self.params else None
+        self._advance = self._bar.enter_context(progress_bar("training (epochs)", total, show=self._show))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """One step, with the epoch's loss in the description."""
+        if self._advance is None:
+            return
+        loss = (logs or {}).get("loss")
+        self._advance(1, description=None if loss is None else f"training (epochs), loss {float(loss):.4f}")
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Close the bar."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar, self._advance = None, None
 
 
 def train(

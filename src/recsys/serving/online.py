@@ -370,7 +370,9 @@ def open_online_rows(
         return FeastSdkRows(store, feature_service, feature_names, layout)
     timeout_s = settings.serving.store_timeout_s
     config = store.config.online_store
-    if config.type == "sqlite":
+    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+    if isinstance(config, SqliteOnlineStoreConfig):  # Feast's, or recsys.features.online_sqlite's (same tables)
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
         return SqliteRows(layout, Path(SqliteOnlineStore._get_db_path(store.config)), feature_names, timeout_s)

@@ -50,7 +50,7 @@ def check_binding(
 ) -> Binding:
     """Check the model against the Feast registry and its materializations (see the module docstring);
     ``store``: a FeatureStore already built from ``settings`` (else one is built, reading the registry anew)."""
-    from recsys.features.store import feature_store
+    from recsys.features.store import feature_store, materialized_until
 
     problems: list[str] = []
     interval_end = _utc(recommender.manifest.get("data_interval_end"))
@@ -65,7 +65,7 @@ def check_binding(
                 f"feature service {feature_service} lacks {missing}, which model {recommender.model_version} reads: "
                 "apply the feature repo this model was trained with (recsys run), or deploy a matching bento."
             )
-        ends = [_utc(store.get_feature_view(p.name).most_recent_end_time) for p in service.feature_view_projections]
+        ends = list(materialized_until(store, [p.name for p in service.feature_view_projections]).values())
         if ends and all(e is not None for e in ends):
             newest = min(e for e in ends if e is not None)  # the stalest view bounds the service
     except Exception as exc:  # registry missing or unreadable, service not applied

@@ -25,6 +25,7 @@ from recsys.sources.schema import TABLES
 
 if TYPE_CHECKING:
     from recsys.config import Settings
+    from recsys.progress import Progress
 
 log = logging.getLogger(__name__)
 REQUIRED = {
@@ -152,8 +153,17 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return records
 
 
-def import_movielens(settings: Settings, folder: Path, chunksize: int = 100_000, replace: bool = False) -> ImportResult:
-    """Load a MovieLens release into the configured sources; refuses non-empty tables unless ``replace``."""
+def import_movielens(
+    settings: Settings,
+    folder: Path,
+    chunksize: int = 100_000,
+    replace: bool = False,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Load a MovieLens release into the configured sources; refuses non-empty tables unless ``replace``.
+
+    ``progress(rows)`` is called after each chunk of events (ratings, then tags) is inserted.
+    """
     from sqlalchemy import func, select
 
     folder = Path(folder)
@@ -176,6 +186,8 @@ def import_movielens(settings: Settings, folder: Path, chunksize: int = 100_000,
             conn.execute(TABLES["events"].insert(), _records(chunk))
             n_events += len(chunk)
             log.info("imported %d events", n_events)
+            if progress is not None:
+                progress(len(chunk))
     engine.dispose()
     if settings.items_source == "mongo":
         db = mongo.mongo_database(settings)
