@@ -127,7 +127,7 @@ def backfill(
     end: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last day, inclusive.")],
     force: Annotated[bool, typer.Option(help="Run again the days that already passed.")] = False,
 ) -> None:
-    """Run the features of every day in \[start, end] (inclusive), oldest first, through the gated stages.
+    r"""Run the features of every day in \[start, end] (inclusive), oldest first, through the gated stages.
 
     The same stages as recsys_features: extract, raw gates, dbt build, mart gates, encode, materialize, freshness.
     Resumable (days that passed are skipped); stops at the first day a gate refuses. A bar on stderr advances per

@@ -153,4 +153,3 @@ def standalone(settings: Settings, port: int = 8080) -> subprocess.Popen[bytes]:
     cmd = [str(Path(sys.executable).with_name("airflow")), "standalone"]
     log.info("starting %s on http://127.0.0.1:%d", " ".join(cmd), port)
     return subprocess.Popen(cmd, env=env, start_new_session=True)
-
