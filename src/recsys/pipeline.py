@@ -202,29 +202,48 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
 
 
 def evaluate_stage(settings: Settings, start: datetime) -> dict[str, Any]:
-    """Model vs popularity on the time-based holdout; metrics go into the artifact's manifest."""
+    """The evaluation protocol on the run's training set; metrics go into the artifact's manifest, the HTML
+    report into the run folder.
+
+    The trained model (scored as the promotion gate and the service score it) against baselines tuned on a
+    validation window carved by time from the run's own training positives (the ``model.holdout_days`` before
+    the holdout): popularity, recency-weighted popularity and EASE. Then recall/ndcg/mrr@k on the holdout with
+    bootstrap intervals, paired ratios model/baseline and the cold-item slice (``recsys.model.protocol``). The
+    manifest keeps ``model`` and ``popularity`` as before (the holdout's users, the gate's numbers) and adds
+    ``ease``, ``intervals``, ``ratios`` and ``cold_start``; the summary adds the report's path.
+    """
+    from datetime import timedelta
+
     from recsys.artifact import load_artifact
     from recsys.features import training_set
-    from recsys.model.evaluate import evaluate_side_by_side
     from recsys.model.inference import holdout_scorer
+    from recsys.model.protocol import holdout_metrics, run_protocol_on_holdout, run_split, write_report
 
     with stage("evaluate", _timings(settings), **_label(start)):
         out = run_dir(settings, start)
         data = training_set.TrainingData.load(out)
         artifact = load_artifact(out / "artifact")
-        metrics = evaluate_side_by_side(
-            holdout_scorer(artifact, data.test_user_features, data.train),
-            data.train[["user_id", "item_id"]],
-            data.test[["user_id", "item_id"]],
+        validation_start = data.holdout_start - timedelta(days=settings.model.holdout_days)
+        split = run_split(data.train, data.test, validation_start)
+        results = run_protocol_on_holdout(
+            split,
             artifact.item_ids,
+            holdout_scorer(artifact, data.test_user_features, data.train),
             k=settings.model.top_k,
+            info={"loss": list(artifact.manifest.get("training_loss") or [])},
         )
-        log.info("holdout metrics: %s", metrics)
+        metrics = holdout_metrics(results)
+        log.info("holdout metrics: %s", {n: metrics[n] for n in ("model", "popularity", "ease") if n in metrics})
+        run = {"interval": lake.day_key(start), "validation_start": validation_start.isoformat(),
+               "holdout_start": data.holdout_start.isoformat(), "tuned": metrics["tuned"]}  # fmt: skip
+        report = write_report({"runs": {f"holdout of the run {lake.day_key(start)}": results}, "run": run},
+                              out / "report.html")  # fmt: skip
         manifest_path = out / "artifact" / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
         manifest["metrics"] = metrics
+        manifest["evaluation_report"] = str(report)
         manifest_path.write_text(json.dumps(manifest, indent=2))
-    return metrics
+    return {**metrics, "report": str(report)}
 
 
 def register_stage(settings: Settings, start: datetime) -> dict[str, Any]:
