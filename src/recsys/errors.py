@@ -67,3 +67,13 @@ class UnsupportedLayer(RecsysError):
 
 class UnsupportedFeatureLayout(RecsysError):
     """A feature service's online rows have a layout the lean readers do not decode (the Feast SDK reads them)."""
+
+
+class InfraValidationError(RegistryError):
+    """A new bento failed a check of its infra validation (served on a free port before deploy), or it was not
+    validated; ``check`` names the check, ``summary`` is the validation record (None when there is none)."""
+
+    def __init__(self, message: str, check: str, summary: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.check = check
+        self.summary = summary

@@ -258,16 +258,19 @@ def register_stage(settings: Settings, start: datetime) -> dict[str, Any]:
 
 
 def gate_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str, Any]:
-    """Promote the candidate only if it beats production on this interval's holdout; the decision is recorded."""
+    """Promote the candidate only if it beats production on this interval's holdout; the decision is recorded
+    (decisions.jsonl) and stored on the model in the model store (label ``promotion: promoted|refused``)."""
     from dataclasses import asdict
 
     from recsys.features.training_set import TrainingData
     from recsys.registry.gate import evaluate_and_decide
+    from recsys.registry.store import PROMOTION_LABEL, get_model
 
     with stage("gate", _timings(settings), **_label(start)):
         data = TrainingData.load(run_dir(settings, start))
         decision = evaluate_and_decide(settings, model_tag, data, settings.promotion_metric, settings.promotion_margin)
-    return asdict(decision)
+        status = get_model(settings, decision.candidate).labels.get(PROMOTION_LABEL)
+    return {**asdict(decision), "status": status}
 
 
 def bento_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str, Any]:
@@ -280,18 +283,48 @@ def bento_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str
 
 
 def deploy_stage(settings: Settings, start: datetime, bento_tag: str, model_tag: str) -> dict[str, Any]:
-    """Point production at the bento, if the promotion gate's newest decision on ``model_tag`` promoted it.
+    """Point production at the bento, if the promotion gate's newest decision on ``model_tag`` promoted it and the
+    bento passed infra validation (``infra_validate_stage``).
 
     The production pointer moves only when the gate promoted the model (and it is still the gate's production
-    model); a refused candidate's bento stays built but not deployed.
+    model); a refused candidate's bento stays built but not deployed. A promoted model's bento that was not
+    infra-validated, or failed, is refused with an ``InfraValidationError`` and production stays as it was.
     """
-    from recsys.registry.production import deploy_if_promoted, production_bento
+    from recsys.registry.infra import deploy_validated
+    from recsys.registry.production import production_bento
 
     with stage("deploy", _timings(settings), **_label(start)):
-        deployed = deploy_if_promoted(settings, bento_tag, model_tag)
+        deployed = deploy_validated(settings, bento_tag, model_tag)
     return {
         "bento_tag": bento_tag,
         "model_tag": model_tag,
         "deployed": deployed is not None,
         "production_bento": production_bento(settings),
     }
+
+
+def infra_validate_stage(settings: Settings, start: datetime, bento_tag: str) -> dict[str, Any]:
+    """Serve the new bento on a free port and check it before deploy (``recsys.registry.infra``): readiness, a
+    user of the run's training set gets the model's answer, an unknown user the popularity fallback, a bad
+    request a 4xx, and the p99 over ``orchestration.infra_requests`` requests stays within
+    ``orchestration.infra_p99_budget_ms``.
+
+    The summary (checks, p50/p99, bento tag) is recorded on the bento's model and in the run folder
+    (``infra_validation.json``), passed or not; a failed check raises ``InfraValidationError`` naming it.
+    """
+    from recsys.errors import InfraValidationError
+    from recsys.features.training_set import TrainingData
+    from recsys.registry.infra import pick_users, validate_bento
+
+    with stage("infra_validate", _timings(settings), **_label(start)):
+        out = run_dir(settings, start)
+        data = TrainingData.load(out)
+        known, unknown = pick_users(data.train, data.test)
+        try:
+            summary = validate_bento(settings, bento_tag, known, unknown)
+        except InfraValidationError as exc:
+            if exc.summary is not None:
+                (out / "infra_validation.json").write_text(json.dumps(exc.summary, indent=2))
+            raise
+        (out / "infra_validation.json").write_text(json.dumps(summary, indent=2))
+    return summary
