@@ -234,9 +234,9 @@ def evaluate_stage(settings: Settings, start: datetime) -> dict[str, Any]:
         )
         metrics = holdout_metrics(results)
         log.info("holdout metrics: %s", {n: metrics[n] for n in ("model", "popularity", "ease") if n in metrics})
-        run = {"interval": lake.day_key(start), "validation_start": validation_start.isoformat(),
+        run = {"interval_start": start.isoformat(), "validation_start": validation_start.isoformat(),
                "holdout_start": data.holdout_start.isoformat(), "tuned": metrics["tuned"]}  # fmt: skip
-        report = write_report({"runs": {f"holdout of the run {lake.day_key(start)}": results}, "run": run},
+        report = write_report({"runs": {f"run of {start:%Y-%m-%d}: holdout": results}, "run": run},
                               out / "report.html")  # fmt: skip
         manifest_path = out / "artifact" / "manifest.json"
         manifest = json.loads(manifest_path.read_text())

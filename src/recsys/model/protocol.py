@@ -10,6 +10,11 @@
   paired-bootstrap ratios. Cold start: test positives on items without a fit interaction, ranked among
   those cold items only.
 * ``two_tower_fit``: the two-tower model (``recsys.model.fit.train``) as a protocol model.
+* The training run's evaluation (``pipeline.evaluate_stage``): ``run_split`` carves validation by time from
+  the run's training positives and tests on its holdout; ``run_protocol_on_holdout`` compares the trained model
+  (``trained_model_spec``: not refit) with popularity, recency popularity and EASE tuned on that validation
+  (``RUN_BASELINE_GRIDS``), over every holdout user as ``evaluate`` counts them; ``holdout_metrics`` makes the
+  manifest's ``metrics`` of it.
 
 The metric definitions are ``recsys.model.evaluate``'s; the pipeline's own single-holdout evaluation is there.
 """
