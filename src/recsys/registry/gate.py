@@ -119,8 +119,8 @@ def evaluate_and_decide(
     cand_value = _score(candidate.path, data, metric, k)
     prod_value = _score(get_model(settings, production).path, data, metric, k) if production else None
     decision = decide(candidate.tag, cand_value, production, prod_value, metric, margin)
+    mark_decision(settings, decision)  # first: if the store refuses it, nothing is recorded and a retry starts clean
     _record(settings, decision)
-    mark_decision(settings, decision)
     logging.getLogger(__name__).info("promotion gate: %s", decision.reason)
     return decision
 
