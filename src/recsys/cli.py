@@ -264,13 +264,13 @@ def _day(value: str | None) -> str:
 
 @bento_app.command("list")
 def bento_list() -> None:
-    """Built bentos, newest first: model, its holdout metric, data interval; * marks production."""
+    """Built bentos, newest first: model, its holdout metric, data interval, gate/infra status; * marks production."""
     from recsys.registry.store import list_bentos
 
     settings = get_settings()
     bentos = list_bentos(settings)
     if not bentos:
-        typer.echo(f"no {settings.bento_name} bento built yet: run the training DAG (recsys run --day YYYY-MM-DD).")
+        typer.echo(f"no {settings.bento_name} bento built yet: run the training DAG (recsys train YYYY-MM-DD).")
         return
     rows = [
         (
@@ -279,11 +279,12 @@ def bento_list() -> None:
             b.model or "(not exactly one model)",
             _metrics_summary(b.metrics, settings.promotion_metric),
             f"{_day(b.data_interval_start)}..{_day(b.data_interval_end)}" if b.data_interval_start else "-",
+            f"{b.promotion or '-'}/{b.infra_validation or '-'}",
             f"{b.created_at:%Y-%m-%d %H:%M:%S}",
         )
         for b in bentos
     ]
-    _echo_table(("", "BENTO", "MODEL", "METRICS", "DATA INTERVAL", "CREATED"), rows)
+    _echo_table(("", "BENTO", "MODEL", "METRICS", "DATA INTERVAL", "GATE/INFRA", "CREATED"), rows)
 
 
 def _echo_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

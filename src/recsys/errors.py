@@ -80,3 +80,13 @@ class UnsupportedFeatureLayout(RecsysError):
 
 class FreshnessError(RecsysError):
     """A feature view's newest online materialization is older than its freshness SLA (or never happened)."""
+
+
+class InfraValidationError(RegistryError):
+    """A new bento failed a check of its infra validation (served on a free port before deploy), or it was not
+    validated; ``check`` names the check, ``summary`` is the validation record (None when there is none)."""
+
+    def __init__(self, message: str, check: str, summary: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.check = check
+        self.summary = summary

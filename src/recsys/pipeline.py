@@ -248,29 +248,48 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
 
 
 def evaluate_stage(settings: Settings, start: datetime) -> dict[str, Any]:
-    """Model vs popularity on the time-based holdout; metrics go into the artifact's manifest."""
+    """The evaluation protocol on the run's training set; metrics go into the artifact's manifest, the HTML
+    report into the run folder.
+
+    The trained model (scored as the promotion gate and the service score it) against baselines tuned on a
+    validation window carved by time from the run's own training positives (the ``model.holdout_days`` before
+    the holdout): popularity, recency-weighted popularity and EASE. Then recall/ndcg/mrr@k on the holdout with
+    bootstrap intervals, paired ratios model/baseline and the cold-item slice (``recsys.model.protocol``). The
+    manifest keeps ``model`` and ``popularity`` as before (the holdout's users, the gate's numbers) and adds
+    ``ease``, ``intervals``, ``ratios`` and ``cold_start``; the summary adds the report's path.
+    """
+    from datetime import timedelta
+
     from recsys.artifact import load_artifact
     from recsys.features import training_set
-    from recsys.model.evaluate import evaluate_side_by_side
     from recsys.model.inference import holdout_scorer
+    from recsys.model.protocol import holdout_metrics, run_protocol_on_holdout, run_split, write_report
 
     with stage("evaluate", _timings(settings), **_label(start)):
         out = run_dir(settings, start)
         data = training_set.TrainingData.load(out)
         artifact = load_artifact(out / "artifact")
-        metrics = evaluate_side_by_side(
-            holdout_scorer(artifact, data.test_user_features, data.train),
-            data.train[["user_id", "item_id"]],
-            data.test[["user_id", "item_id"]],
+        validation_start = data.holdout_start - timedelta(days=settings.model.holdout_days)
+        split = run_split(data.train, data.test, validation_start)
+        results = run_protocol_on_holdout(
+            split,
             artifact.item_ids,
+            holdout_scorer(artifact, data.test_user_features, data.train),
             k=settings.model.top_k,
+            info={"loss": list(artifact.manifest.get("training_loss") or [])},
         )
-        log.info("holdout metrics: %s", metrics)
+        metrics = holdout_metrics(results)
+        log.info("holdout metrics: %s", {n: metrics[n] for n in ("model", "popularity", "ease") if n in metrics})
+        run = {"interval_start": start.isoformat(), "validation_start": validation_start.isoformat(),
+               "holdout_start": data.holdout_start.isoformat(), "tuned": metrics["tuned"]}  # fmt: skip
+        report = write_report({"runs": {f"run of {start:%Y-%m-%d}: holdout": results}, "run": run},
+                              out / "report.html")  # fmt: skip
         manifest_path = out / "artifact" / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
         manifest["metrics"] = metrics
+        manifest["evaluation_report"] = str(report)
         manifest_path.write_text(json.dumps(manifest, indent=2))
-    return metrics
+    return {**metrics, "report": str(report)}
 
 
 def register_stage(settings: Settings, start: datetime) -> dict[str, Any]:
@@ -285,16 +304,19 @@ def register_stage(settings: Settings, start: datetime) -> dict[str, Any]:
 
 
 def gate_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str, Any]:
-    """Promote the candidate only if it beats production on this interval's holdout; the decision is recorded."""
+    """Promote the candidate only if it beats production on this interval's holdout; the decision is recorded
+    (decisions.jsonl) and stored on the model in the model store (label ``promotion: promoted|refused``)."""
     from dataclasses import asdict
 
     from recsys.features.training_set import TrainingData
     from recsys.registry.gate import evaluate_and_decide
+    from recsys.registry.store import PROMOTION_LABEL, get_model
 
     with stage("gate", _timings(settings), **_label(start)):
         data = TrainingData.load(run_dir(settings, start))
         decision = evaluate_and_decide(settings, model_tag, data, settings.promotion_metric, settings.promotion_margin)
-    return asdict(decision)
+        status = get_model(settings, decision.candidate).labels.get(PROMOTION_LABEL)
+    return {**asdict(decision), "status": status}
 
 
 def bento_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str, Any]:
@@ -307,15 +329,18 @@ def bento_stage(settings: Settings, start: datetime, model_tag: str) -> dict[str
 
 
 def deploy_stage(settings: Settings, start: datetime, bento_tag: str, model_tag: str) -> dict[str, Any]:
-    """Point production at the bento, if the promotion gate's newest decision on ``model_tag`` promoted it.
+    """Point production at the bento, if the promotion gate's newest decision on ``model_tag`` promoted it and the
+    bento passed infra validation (``infra_validate_stage``).
 
     The production pointer moves only when the gate promoted the model (and it is still the gate's production
-    model); a refused candidate's bento stays built but not deployed.
+    model); a refused candidate's bento stays built but not deployed. A promoted model's bento that was not
+    infra-validated, or failed, is refused with an ``InfraValidationError`` and production stays as it was.
     """
-    from recsys.registry.production import deploy_if_promoted, production_bento
+    from recsys.registry.infra import deploy_validated
+    from recsys.registry.production import production_bento
 
     with stage("deploy", _timings(settings), **_label(start)):
-        deployed = deploy_if_promoted(settings, bento_tag, model_tag)
+        deployed = deploy_validated(settings, bento_tag, model_tag)
     return {
         "bento_tag": bento_tag,
         "model_tag": model_tag,
@@ -335,3 +360,30 @@ def freshness_stage(settings: Settings, start: datetime, end: datetime) -> dict[
     with stage("freshness", _timings(settings), **_label(start)):
         views = require_fresh(settings, end)
     return {view.view: view.summary() for view in views}
+
+
+def infra_validate_stage(settings: Settings, start: datetime, bento_tag: str) -> dict[str, Any]:
+    """Serve the new bento on a free port and check it before deploy (``recsys.registry.infra``): readiness, a
+    user of the run's training set gets the model's answer, an unknown user the popularity fallback, a bad
+    request a 4xx, and the p99 over ``orchestration.infra_requests`` requests stays within
+    ``orchestration.infra_p99_budget_ms``.
+
+    The summary (checks, p50/p99, bento tag) is recorded on the bento's model and in the run folder
+    (``infra_validation.json``), passed or not; a failed check raises ``InfraValidationError`` naming it.
+    """
+    from recsys.errors import InfraValidationError
+    from recsys.features.training_set import TrainingData
+    from recsys.registry.infra import pick_users, validate_bento
+
+    with stage("infra_validate", _timings(settings), **_label(start)):
+        out = run_dir(settings, start)
+        data = TrainingData.load(out)
+        known, unknown = pick_users(data.train, data.test)
+        try:
+            summary = validate_bento(settings, bento_tag, known, unknown)
+        except InfraValidationError as exc:
+            if exc.summary is not None:
+                (out / "infra_validation.json").write_text(json.dumps(exc.summary, indent=2))
+            raise
+        (out / "infra_validation.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -10,6 +10,11 @@
   paired-bootstrap ratios. Cold start: test positives on items without a fit interaction, ranked among
   those cold items only.
 * ``two_tower_fit``: the two-tower model (``recsys.model.fit.train``) as a protocol model.
+* The training run's evaluation (``pipeline.evaluate_stage``): ``run_split`` carves validation by time from
+  the run's training positives and tests on its holdout; ``run_protocol_on_holdout`` compares the trained model
+  (``trained_model_spec``: not refit) with popularity, recency popularity and EASE tuned on that validation
+  (``RUN_BASELINE_GRIDS``), over every holdout user as ``evaluate`` counts them; ``holdout_metrics`` makes the
+  manifest's ``metrics`` of it.
 
 The metric definitions are ``recsys.model.evaluate``'s; the pipeline's own single-holdout evaluation is there.
 """
@@ -20,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,14 @@ import pandas as pd
 
 from recsys.config import ModelSettings
 from recsys.errors import TrainingError
-from recsys.model.evaluate import ScoreFn, UserMetrics, evaluation_users, positives_by_user, user_metrics
+from recsys.model.evaluate import (
+    Positives,
+    ScoreFn,
+    UserMetrics,
+    evaluation_users,
+    positives_by_user,
+    user_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +193,13 @@ def tune(
     """The grid point with the best validation ndcg@k (fit on train only), and every point's score."""
     if len(spec.grid) == 1:
         return dict(spec.grid[0]), []
+    if users is None:
+        users = evaluation_users(positives_by_user(split.train), positives_by_user(split.validation))
+    if len(users) == 0:
+        raise TrainingError(
+            f"{split.name}: no validation user has an unseen validation positive and a train positive, so the "
+            "grid cannot be tuned: give the split more history (or a longer validation window)."
+        )
     table = []
     for params in spec.grid:
         fitted = _fit(spec, split.train, item_ids, params)
@@ -187,6 +207,17 @@ def tune(
         table.append({"params": params, f"val_ndcg@{k}": float(score.ndcg.mean())})
     best = max(table, key=lambda row: row[f"val_ndcg@{k}"])
     return dict(best["params"]), table
+
+
+def holdout_users(fit_map: Positives, target_map: Positives, candidates: np.ndarray | None = None) -> np.ndarray:
+    """Users with a relevant target (unseen in fit, among the candidates), with or without fit positives."""
+    allowed = None if candidates is None else set(np.asarray(candidates).tolist())
+    users = []
+    for user, items in target_map.items():
+        relevant = set(items) - set(fit_map.get(user, ()))
+        if relevant if allowed is None else relevant & allowed:
+            users.append(user)
+    return np.array(sorted(users), dtype=np.int64)
 
 
 def cold_items(fit_positives: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
@@ -203,21 +234,30 @@ def run_protocol(
     seed: int = 0,
     reference: str = "popularity",
     keep: dict[str, FitResult] | None = None,
+    warm_users_only: bool = True,
+    compare_with: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Tune each model on validation, refit on train + validation, evaluate on test; cold start apart.
 
     Returns a JSON-able dict: ``split`` sizes, ``models`` (metrics with intervals, chosen params, tuning
-    table, fit seconds, ``info`` such as training curves), ``ratios`` (each model / ``reference`` and /
-    the best baseline, paired bootstrap) and ``cold_start`` (the same on the cold-item slice).
+    table, fit seconds, ``info`` such as training curves), ``ratios`` (each model / ``reference``, / the best
+    baseline and / every baseline named in ``compare_with``, paired bootstrap) and ``cold_start`` (the same on
+    the cold-item slice). Test users need an unseen test positive and, with ``warm_users_only`` (the
+    benchmarks), a fit positive; without it every user with an unseen test positive counts, as in
+    ``recsys.model.evaluate.evaluate`` (the pipeline's holdout and the promotion gate).
     """
     item_ids = np.asarray(item_ids, np.int64)
     fit_pos, fit_map = split.fit, positives_by_user(split.fit)
     test_map = positives_by_user(split.test)
-    users = evaluation_users(fit_map, test_map)
     cold = cold_items(fit_pos, item_ids)
-    cold_users = evaluation_users(fit_map, test_map, cold)
+    users, cold_users = (
+        (evaluation_users(fit_map, test_map), evaluation_users(fit_map, test_map, cold))
+        if warm_users_only
+        else (holdout_users(fit_map, test_map), holdout_users(fit_map, test_map, cold))
+    )
     if len(users) == 0:
-        raise TrainingError(f"{split.name}: no test user has an unseen test positive and a fit positive.")
+        needs = " and a fit positive" if warm_users_only else ""
+        raise TrainingError(f"{split.name}: no test user has an unseen test positive{needs}.")
     resamples, cold_resamples = (
         bootstrap_indices(len(users), n_boot, seed),
         bootstrap_indices(len(cold_users), n_boot, seed),
@@ -249,7 +289,7 @@ def run_protocol(
             keep[name] = fitted
         log.info("%s %s: %s (%.1f s)", split.name, name, entry.get("test", entry.get("cold_start")), seconds)
     results["users"] = users.tolist()
-    results["ratios"] = _ratios(per_user, models, reference, k, resamples)
+    results["ratios"] = _ratios(per_user, models, reference, k, resamples, compare_with)
     results["cold_start"] = {
         "items": len(cold),
         "users": len(cold_users),
@@ -259,7 +299,12 @@ def run_protocol(
 
 
 def _ratios(
-    per_user: Mapping[str, UserMetrics], models: Mapping[str, ModelSpec], reference: str, k: int, resamples: np.ndarray
+    per_user: Mapping[str, UserMetrics],
+    models: Mapping[str, ModelSpec],
+    reference: str,
+    k: int,
+    resamples: np.ndarray,
+    compare_with: Sequence[str] = (),
 ) -> dict[str, Any]:
     baselines = [n for n in per_user if models[n].baseline]
     best = max(baselines, key=lambda n: per_user[n].ndcg.mean()) if baselines else None
@@ -267,10 +312,9 @@ def _ratios(
     for name, m in per_user.items():
         if models[name].baseline:
             continue
-        if reference in per_user:
-            out[f"{name}/{reference} ndcg@{k}"] = ratio_interval(m.ndcg, per_user[reference].ndcg, resamples)
-        if best:
-            out[f"{name}/{best} ndcg@{k}"] = ratio_interval(m.ndcg, per_user[best].ndcg, resamples)
+        for other in dict.fromkeys([reference, *([best] if best else []), *compare_with]):
+            if other in per_user:
+                out[f"{name}/{other} ndcg@{k}"] = ratio_interval(m.ndcg, per_user[other].ndcg, resamples)
     return out
 
 
@@ -348,3 +392,115 @@ def two_tower_fit(items_df: pd.DataFrame, cfg: ModelSettings) -> FitFn:
         return FitResult(model_scorer(trained, users, recent), info)
 
     return fit
+
+
+# --- the training run's evaluation (the pipeline's evaluate stage) -----------------------------------
+
+MODEL = "model"
+"""The trained model's name in the run's evaluation (the manifest's ``metrics["model"]``)."""
+
+RUN_BASELINE_GRIDS: dict[str, list[dict[str, Any]]] = {
+    "popularity": [{}],
+    "recency_popularity": [{"half_life_days": d} for d in (3.0, 1.0, 7.0, 30.0)],
+    "ease": [{"l2": v} for v in (100.0, 10.0, 30.0, 300.0, 1000.0)],
+}
+"""The run's baselines and the grids they are tuned on (small catalogs: EASE is one item-item inverse a fit)."""
+
+
+def run_split(
+    train: pd.DataFrame, holdout: pd.DataFrame, validation_start: datetime | pd.Timestamp, name: str = "run_holdout"
+) -> Split:
+    """The training run's split: its training positives before ``validation_start`` train and those from it on
+    validate (by time, never random), its holdout is the test side; the fit side is the whole training set.
+
+    ``train`` and ``holdout``: positives (``user_id``, ``item_id``, ``event_timestamp``; other columns ignored).
+    """
+    frame = train[POSITIVE_COLUMNS].assign(event_timestamp=_utc_times(train))
+    times = frame["event_timestamp"]
+    cut = pd.Timestamp(validation_start)
+    cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
+    before, after = frame[times < cut], frame[times >= cut]
+    if before.empty or after.empty:
+        side = "training" if before.empty else "validation"
+        raise TrainingError(
+            f"the {side} side of the validation split at {cut} is empty ({len(frame)} training positives from "
+            f"{times.min()} to {times.max()}): extract more history before training, or shorten model.holdout_days."
+        )
+    test = holdout[POSITIVE_COLUMNS].assign(event_timestamp=_utc_times(holdout))
+    return Split(name, *(part.reset_index(drop=True) for part in (before, after, test)))
+
+
+def trained_model_spec(score: ScoreFn, info: dict[str, Any] | None = None) -> ModelSpec:
+    """An already trained model as a protocol model: nothing is tuned or refit, every fit returns ``score``."""
+
+    def fit(positives: pd.DataFrame, item_ids: np.ndarray) -> FitResult:
+        return FitResult(score, dict(info or {}))
+
+    return ModelSpec(fit, baseline=False)
+
+
+def run_models(score: ScoreFn, info: dict[str, Any] | None = None) -> dict[str, ModelSpec]:
+    """The run's comparison: the tuned baselines of ``RUN_BASELINE_GRIDS``, the trained model (``MODEL``), and
+    seeded random scores as the reference of the cold-start slice (no baseline can rank an unseen item)."""
+    from recsys.model import baselines
+
+    specs = {name: ModelSpec(getattr(baselines, name), grid) for name, grid in RUN_BASELINE_GRIDS.items()}
+    return {
+        **specs,
+        MODEL: trained_model_spec(score, info),
+        "random": ModelSpec(baselines.random_scores, cold_only=True),
+    }
+
+
+def run_protocol_on_holdout(
+    split: Split,
+    item_ids: np.ndarray,
+    score: ScoreFn,
+    k: int = 10,
+    n_boot: int = 1000,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``run_protocol`` of the trained model (``score``, as the gate and the service score it) against the run's
+    tuned baselines on the run's holdout: the same test users as ``recsys.model.evaluate.evaluate``, so the
+    model's and popularity's means equal the pipeline's single-holdout numbers."""
+    return run_protocol(
+        split, item_ids, run_models(score, info), k, n_boot, warm_users_only=False, compare_with=["ease"]
+    )
+
+
+def holdout_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's ``metrics`` from ``run_protocol_on_holdout``'s results.
+
+    One flat entry per model (``model``, ``popularity``, ``ease``, ...) with ``recall@k``, ``ndcg@k``,
+    ``mrr@k`` (means), ``coverage`` and ``users`` (the keys the promotion gate and ``recsys bento list`` read),
+    then ``intervals`` (each model's 95% bootstrap intervals), ``ratios`` (paired, ``model/<baseline>``),
+    ``cold_start`` (the cold-item slice, when the holdout has one), ``tuned`` (each baseline's chosen params)
+    and ``split`` (sizes).
+    """
+    k = int(results["k"])
+    names = [f"recall@{k}", f"ndcg@{k}", f"mrr@{k}"]
+    metrics: dict[str, Any] = {}
+    intervals: dict[str, Any] = {}
+    for name, entry in results["models"].items():
+        if "test" not in entry:
+            continue
+        test = entry["test"]
+        metrics[name] = {
+            **{m: float(test[m]["mean"]) for m in names},
+            "coverage": float(test["coverage"]),
+            "users": float(test["users"]),
+        }
+        intervals[name] = {m: dict(test[m]) for m in names}
+    cold = results.get("cold_start", {})
+    metrics["intervals"] = intervals
+    metrics["ratios"] = dict(results.get("ratios", {}))
+    if cold.get("users"):
+        metrics["cold_start"] = {
+            "items": int(cold["items"]),
+            "users": int(cold["users"]),
+            **{n: dict(e["cold_start"]) for n, e in results["models"].items() if "cold_start" in e},
+            "ratios": dict(cold.get("ratios", {})),
+        }
+    metrics["tuned"] = {n: e["params"] for n, e in results["models"].items() if e["baseline"] and not e["cold_only"]}
+    metrics["split"] = dict(results["split"])
+    return metrics

@@ -2,8 +2,9 @@
 
 The production model is re-scored on the candidate's own holdout (same users, same candidate items, same
 protocol), so the comparison is like for like even when the two were trained on different data intervals.
-Every decision, promoted or not, is appended to ``{home}/registry/decisions.jsonl`` with its reason; the
-production pointer is ``{home}/registry/production.json``.
+Every decision, promoted or not, is appended to ``{home}/registry/decisions.jsonl`` with its reason (the
+history), and stored on the candidate in the model store (label ``promotion: promoted|refused``, the decision in
+its metadata); the production pointer is ``{home}/registry/production.json``.
 """
 
 from __future__ import annotations
@@ -118,9 +119,19 @@ def evaluate_and_decide(
     cand_value = _score(candidate.path, data, metric, k)
     prod_value = _score(get_model(settings, production).path, data, metric, k) if production else None
     decision = decide(candidate.tag, cand_value, production, prod_value, metric, margin)
+    mark_decision(settings, decision)  # first: if the store refuses it, nothing is recorded and a retry starts clean
     _record(settings, decision)
     logging.getLogger(__name__).info("promotion gate: %s", decision.reason)
     return decision
+
+
+def mark_decision(settings: Settings, decision: GateDecision) -> None:
+    """Store the decision on the candidate in the model store: label ``promotion: promoted|refused`` and the
+    decision (metric, both values, margin, reason, time) as its ``promotion`` metadata."""
+    from recsys.registry.store import PROMOTED, PROMOTION_LABEL, REFUSED, set_model_status
+
+    status = PROMOTED if decision.promoted else REFUSED
+    set_model_status(settings, decision.candidate, {PROMOTION_LABEL: status}, {"promotion": asdict(decision)})
 
 
 def decisions(settings: Settings) -> list[dict[str, Any]]:

@@ -23,6 +23,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +42,13 @@ log = logging.getLogger(__name__)
 LABEL_KEYS = ("feature_service", "code_version", "dataset_fingerprint")
 BUILD_TIMEOUT_S = 600
 
+# A model's status in the store, shown by ``bentoml models get``, list_models, list_bentos and `recsys bento list`:
+PROMOTION_LABEL = "promotion"  # candidate (registered), then promoted or refused by the gate (decision in metadata)
+CANDIDATE, PROMOTED, REFUSED = "candidate", "promoted", "refused"
+INFRA_LABEL = "infra_validation"  # passed or failed: the newest infra validation of one of the model's bentos
+INFRA_METADATA = "infra_validations"  # model metadata: {bento tag: that bento's newest infra validation summary}
+MODEL_INFO_FILE = "model.yaml"  # where BentoML keeps a stored model's labels and metadata
+
 
 @dataclass(frozen=True)
 class RegisteredModel:
@@ -52,6 +61,11 @@ class RegisteredModel:
     metadata: dict[str, Any]
     labels: dict[str, str]
     created_at: datetime
+
+    @property
+    def promotion(self) -> str | None:
+        """``candidate``, ``promoted`` or ``refused`` (None for a model registered before statuses existed)."""
+        return self.labels.get(PROMOTION_LABEL)
 
 
 def bentoml_for(settings: Settings) -> ModuleType:
@@ -98,6 +112,7 @@ def _full_tag(settings: Settings, tag: str) -> str:
 
 def _labels(metadata: dict[str, Any], extra: dict[str, str] | None) -> dict[str, str]:
     labels = {key: str(metadata[key]) for key in LABEL_KEYS if metadata.get(key) is not None}
+    labels[PROMOTION_LABEL] = CANDIDATE
     labels.update(extra or {})
     return labels
 
@@ -117,7 +132,8 @@ def save_model(
     """Register the artifact in ``artifact_dir`` as a new version of ``settings.model_name``; return its tag.
 
     The stored metadata is the artifact's ``manifest.json`` updated with ``metadata`` (values made JSON-safe);
-    labels default to the manifest's feature service, code version and dataset fingerprint, plus ``labels``.
+    labels default to the manifest's feature service, code version and dataset fingerprint and the status
+    ``promotion: candidate`` (the promotion gate changes it: :func:`set_model_status`), plus ``labels``.
     """
     artifact_dir = Path(artifact_dir)
     try:
@@ -168,6 +184,69 @@ def get_model(settings: Settings, tag: str = "latest") -> RegisteredModel:
         "(the training DAG's register step), or list versions with list_models."
     )
     return _registered(_stored(settings, "model", full, missing))
+
+
+def set_model_status(
+    settings: Settings, tag: str, labels: dict[str, str], metadata: dict[str, Any] | None = None
+) -> RegisteredModel:
+    """Merge ``labels`` and ``metadata`` (top-level keys replaced; None entries left out, as BentoML refuses them)
+    into the stored model ``tag``; return it.
+
+    BentoML 1.4 sets a model's labels and metadata only when it is saved (``bentoml.models.create``) and has no
+    call that changes them afterwards, so this rewrites the model's ``model.yaml`` (a temporary file, then
+    ``os.replace``, under a lock), and reads the model back; if BentoML cannot read it, the old file is restored.
+    Bentos already built keep their own copy of the model as it was.
+    """
+    import yaml
+
+    model = get_model(settings, tag)
+    info = model.path / MODEL_INFO_FILE
+    with _status_lock(settings):
+        before = info.read_text()
+        raw = yaml.safe_load(before)
+        if not isinstance(raw, dict):
+            raise RegistryError(f"{info} is not a BentoML model info file; re-register the model.")
+        raw["labels"] = {**(raw.get("labels") or {}), **{str(k): str(v) for k, v in labels.items()}}
+        safe = _without_none(json.loads(json.dumps(metadata or {}, default=str)))
+        raw["metadata"] = {**(raw.get("metadata") or {}), **safe}
+        _replace(info, yaml.safe_dump(raw, sort_keys=False))
+        try:
+            updated = get_model(settings, model.tag)
+        except Exception as exc:  # BentoML refused the file (cattrs/ValueError too): put the old one back
+            _replace(info, before)
+            raise RegistryError(f"BentoML cannot read {info} with {labels} and {safe}: {exc}; left unchanged.") from exc
+    log.info("model %s: %s", model.tag, ", ".join(f"{k}={v}" for k, v in labels.items()))
+    return updated
+
+
+def _without_none(value: Any) -> Any:
+    """``value`` without None entries (BentoML metadata takes no None; a missing key reads as None with .get)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value if v is not None]
+    return value
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _status_lock(settings: Settings) -> Iterator[None]:
+    """An exclusive lock on model status updates (beside the store, so no model folder gains a file)."""
+    import fcntl
+
+    lock = _home(settings) / ".model-status.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def list_models(settings: Settings) -> list[RegisteredModel]:
@@ -276,6 +355,8 @@ class BentoInfo:
     data_interval_end: str | None
     created_at: datetime
     is_production: bool
+    promotion: str | None = None  # the model's status: candidate, promoted or refused (labels of the model)
+    infra_validation: str | None = None  # passed or failed: this bento's newest infra validation (None: never)
 
 
 def list_bentos(settings: Settings) -> list[BentoInfo]:
@@ -293,9 +374,11 @@ def list_bentos(settings: Settings) -> list[BentoInfo]:
         models = [str(model.tag) for model in bento.info.all_models]
         model_tag = models[0] if len(models) == 1 else None
         metadata: dict[str, Any] = {}
+        labels: dict[str, str] = {}
         if model_tag is not None:
             try:
-                metadata = get_model(settings, model_tag).metadata
+                stored = get_model(settings, model_tag)
+                metadata, labels = stored.metadata, stored.labels
             except RegistryError:
                 log.warning("bento %s names model %s, which is not in the store", bento.tag, model_tag)
         infos.append(
@@ -307,6 +390,13 @@ def list_bentos(settings: Settings) -> list[BentoInfo]:
                 data_interval_end=metadata.get("data_interval_end"),
                 created_at=bento.info.creation_time,
                 is_production=str(bento.tag) == current,
+                promotion=labels.get(PROMOTION_LABEL),
+                infra_validation=_validation_status(metadata, str(bento.tag)),
             )
         )
     return infos
+
+
+def _validation_status(metadata: dict[str, Any], bento_tag: str) -> str | None:
+    found = (metadata.get(INFRA_METADATA) or {}).get(bento_tag)
+    return None if not found else ("passed" if found.get("passed") else "failed")

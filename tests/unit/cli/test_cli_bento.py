@@ -78,11 +78,12 @@ def test_bento_list_shows_every_bento_newest_first_and_marks_production(home: Bu
 
     assert result.exit_code == 0, result.output
     header, first, second = result.output.splitlines()
-    assert header.split() == ["BENTO", "MODEL", "METRICS", "DATA", "INTERVAL", "CREATED"]
+    assert header.split() == ["BENTO", "MODEL", "METRICS", "DATA", "INTERVAL", "GATE/INFRA", "CREATED"]
     assert first.split()[:7] == [home.bento_b, home.model_b, "ndcg@10", "0.2500", "(pop", "0.1000)",
                                  "2026-11-02..2026-11-03"]  # fmt: skip
     assert second.split()[:3] == ["*", home.bento_a, home.model_a]
     assert "2026-11-01..2026-11-02" in second
+    assert first.split()[7] == second.split()[8] == "candidate/-"  # registered; the gate and infra not run here
 
 
 def test_bento_list_of_an_empty_store_says_what_to_run(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +91,7 @@ def test_bento_list_of_an_empty_store_says_what_to_run(settings: Settings, monke
 
     result = runner.invoke(cli.app, ["bento", "list"])
 
-    assert result.exit_code == 0 and "recsys run" in result.output
+    assert result.exit_code == 0 and "recsys train" in result.output
 
 
 def test_bento_deploy_then_rollback_print_old_to_new(home: Built) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,17 +10,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.model.evaluate import ScoreFn, user_metrics
+from recsys.errors import TrainingError
+from recsys.model.evaluate import ScoreFn, evaluate, user_metrics
 from recsys.model.protocol import (
+    RUN_BASELINE_GRIDS,
     ModelSpec,
+    Split,
     bootstrap_indices,
     global_temporal_split,
+    holdout_metrics,
     interval,
     per_user_temporal_split,
     positives_from_events,
     positives_from_ratings,
     ratio_interval,
     run_protocol,
+    run_protocol_on_holdout,
+    run_split,
+    tune,
     write_report,
 )
 
@@ -118,3 +126,68 @@ def test_run_protocol_tunes_on_validation_and_writes_a_report(tmp_path: Path) ->
     results["models"]["item_knn"]["info"] = {"loss": [3.0, 2.0, 1.5]}
     page = write_report({"runs": {"tiny": results}, "note": 1}, tmp_path / "r" / "report.html").read_text()
     assert page.count("data:image/png;base64") == 3 and "item_knn" in page and "Cold start" in page
+
+
+# --- the training run's evaluation -------------------------------------------------------------------
+
+
+def _run_data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training positives of users 1..20 on days 0..8 (two topics), a holdout on day 9 (each user's tenth topic
+    item), with user 99, who has no training positive, and a positive on item 120, which has none either."""
+    likes = {u: [100 + (u % 2) * 10 + (j + u // 2) % 10 for j in range(10)] for u in range(1, 21)}
+    positives = _positives(likes)
+    day9 = pd.Timestamp("2024-01-10", tz="UTC")
+    train, holdout = positives[positives["event_timestamp"] < day9], positives[positives["event_timestamp"] >= day9]
+    extra = pd.DataFrame({"user_id": [99, 1], "item_id": [105, 120], "event_timestamp": [day9, day9]})
+    return train.reset_index(drop=True), pd.concat([holdout, extra], ignore_index=True)
+
+
+def test_run_split_carves_validation_from_the_training_positives_by_time() -> None:
+    train, holdout = _run_data()
+    start = pd.Timestamp("2024-01-09", tz="UTC")
+
+    split = run_split(train.assign(extra_column=1), holdout, start.to_pydatetime())
+
+    assert split.train["event_timestamp"].max() < start <= split.validation["event_timestamp"].min()
+    assert len(split.fit) == len(train) and len(split.test) == len(holdout)
+    assert list(split.fit.columns) == ["user_id", "item_id", "event_timestamp"]
+    with pytest.raises(TrainingError, match=r"validation side of the validation split .* is empty"):
+        run_split(train, holdout, pd.Timestamp("2024-02-01", tz="UTC"))
+    with pytest.raises(TrainingError, match=r"training side .* is empty"):
+        run_split(train, holdout, pd.Timestamp("2023-12-01"))  # naive: UTC
+
+
+def test_the_run_protocol_scores_every_holdout_user_like_evaluate_and_compares_with_ease() -> None:
+    from recsys.model import baselines
+
+    train, holdout = _run_data()
+    items = np.arange(100, 121, dtype=np.int64)
+    split = run_split(train, holdout, pd.Timestamp("2024-01-09", tz="UTC"))
+    model = baselines.item_knn(train, items, neighbours=5)
+
+    results = run_protocol_on_holdout(split, items, model, k=5, n_boot=50, info={"loss": [2.0, 1.0]})
+    metrics = holdout_metrics(results)
+
+    expected = evaluate(model, train, holdout, items, 5)  # the pipeline's single-holdout numbers
+    assert {m: metrics["model"][m] for m in expected} == pytest.approx(expected)
+    assert metrics["model"]["users"] == 21  # user 99 (no training positive) counts, as in evaluate
+    pop = evaluate(baselines.popularity(train, items), train, holdout, items, 5)
+    assert {m: metrics["popularity"][m] for m in pop} == pytest.approx(pop)
+    assert set(metrics["tuned"]) == {"popularity", "recency_popularity", "ease"}
+    assert [row["params"] for row in results["models"]["ease"]["tuning"]] == RUN_BASELINE_GRIDS["ease"]
+    assert {"model/popularity ndcg@5", "model/ease ndcg@5"} <= set(metrics["ratios"])
+    assert metrics["cold_start"]["items"] == 1 and metrics["cold_start"]["users"] == 1
+    assert "model/random ndcg@5" in metrics["cold_start"]["ratios"]
+    assert results["models"]["model"]["info"] == {"loss": [2.0, 1.0]}
+    json.dumps(metrics)  # the manifest and the XCom take it as is
+
+
+def test_tuning_on_a_validation_side_without_usable_users_says_so() -> None:
+    from recsys.model import baselines
+
+    train, holdout = _run_data()
+    split = run_split(train, holdout, pd.Timestamp("2024-01-09", tz="UTC"))
+    unusable = Split("s", split.train, split.validation.assign(user_id=500), split.test)  # nobody trained
+
+    with pytest.raises(TrainingError, match=r"no validation user .* cannot be tuned"):
+        tune(ModelSpec(baselines.ease, [{"l2": 1.0}, {"l2": 10.0}]), unusable, np.arange(100, 121), 5)

@@ -77,5 +77,10 @@ def test_gate_refuses_a_worse_model(settings: Settings, tmp_path: Path) -> None:
     recorded = decisions(settings)
     assert [d["promoted"] for d in recorded] == [True, False]
     assert "does not beat" in recorded[-1]["reason"]
+    # the decisions are also stored on the models themselves (decisions.jsonl stays the history)
+    from recsys.registry.store import get_model
+
+    assert (get_model(settings, good).promotion, get_model(settings, worse).promotion) == ("promoted", "refused")
+    assert get_model(settings, worse).metadata["promotion"]["reason"] == recorded[-1]["reason"]
     with pytest.raises(RegistryError, match="already the production model"):
         evaluate_and_decide(settings, good, data)

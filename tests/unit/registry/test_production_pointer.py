@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import pytest
 
 from recsys.config import Settings
-from recsys.errors import RegistryError
-from recsys.registry import gate, production, store
+from recsys.errors import InfraValidationError, RegistryError
+from recsys.registry import gate, infra, production, store
 from recsys.registry.gate import production_tag
 from recsys.registry.production import (
     DeployRecord,
@@ -274,12 +274,24 @@ def test_deploy_if_promoted_moves_the_pointer_only_for_a_promoted_model(store_: 
     assert deployments(s)[-1].reason.startswith("promoted: ndcg@10 0.2100")
 
 
+def _validated(settings: Settings, bento: str, model: str, failed_check: str | None = None) -> None:
+    """Record an infra validation of ``bento`` the way the infra validation does (passed unless a check failed)."""
+    checks = [{"name": name, "passed": name != failed_check, "seen": f"{name} seen"} for name in infra.CHECKS]
+    if failed_check:
+        checks = checks[: infra.CHECKS.index(failed_check) + 1]
+    summary = {"bento_tag": bento, "model_tag": model, "passed": failed_check is None, "failed_check": failed_check,
+               "checks": checks, "validated_at": "2026-11-03T00:00:00"}  # fmt: skip
+    infra.record(settings, summary)
+
+
 def test_deploy_stage_deploys_a_promoted_candidate_and_not_a_refused_one(store_: BuiltStore) -> None:
     from recsys.pipeline import deploy_stage
 
     s = store_.settings
     day = datetime(2026, 11, 3)
     _gate(s, store_.model_a, 0.21, None, None)
+    _validated(s, store_.bento_a, store_.model_a)
+    _validated(s, store_.bento_b, store_.model_b)  # validated, but its model is refused below
 
     promoted = deploy_stage(s, day, store_.bento_a, store_.model_a)
 
@@ -292,3 +304,55 @@ def test_deploy_stage_deploys_a_promoted_candidate_and_not_a_refused_one(store_:
     assert refused["deployed"] is False and refused["production_bento"] == promoted["bento_tag"]
     assert production_bento(s) == promoted["bento_tag"] != refused["bento_tag"]
     assert [d.bento for d in deployments(s)] == [promoted["bento_tag"]]
+
+
+# --- only an infra-validated bento is deployed ---------------------------------------------------------
+
+
+def test_deploy_stage_refuses_a_promoted_models_bento_that_failed_infra_validation(store_: BuiltStore) -> None:
+    from recsys.pipeline import deploy_stage
+
+    s = store_.settings
+    day = datetime(2026, 11, 3)
+    _gate(s, store_.model_a, 0.21, None, None)
+    _validated(s, store_.bento_a, store_.model_a)
+    deploy_stage(s, day, store_.bento_a, store_.model_a)
+    _gate(s, store_.model_b, 0.25, store_.model_a, 0.21)  # promoted, but its bento fails at the latency check
+    _validated(s, store_.bento_b, store_.model_b, failed_check="p99_latency")
+
+    failed = r"failed infra validation at check 'p99_latency' \(p99_latency seen\)"
+    with pytest.raises(InfraValidationError, match=failed):
+        deploy_stage(s, day, store_.bento_b, store_.model_b)
+
+    assert production_bento(s) == store_.bento_a and [d.bento for d in deployments(s)] == [store_.bento_a]
+    listed = {b.tag: b for b in list_bentos(s)}
+    assert (listed[store_.bento_a].infra_validation, listed[store_.bento_b].infra_validation) == ("passed", "failed")
+
+
+def test_deploy_stage_refuses_a_bento_that_was_never_validated(store_: BuiltStore) -> None:
+    from recsys.pipeline import deploy_stage
+
+    s = store_.settings
+    _gate(s, store_.model_a, 0.21, None, None)
+    gone = {k: v for k, v in store.get_model(s, store_.model_a).metadata.get(store.INFRA_METADATA, {}).items()
+            if k != store_.bento_a}  # fmt: skip
+    store.set_model_status(s, store_.model_a, {}, {store.INFRA_METADATA: gone})  # no record of bento A
+
+    with pytest.raises(InfraValidationError, match="has not been infra-validated") as refused:
+        deploy_stage(s, datetime(2026, 11, 3), store_.bento_a, store_.model_a)
+
+    assert refused.value.check == "not_validated" and production_bento(s) is None
+
+
+def test_the_gate_decision_is_stored_on_the_model_and_listed_with_its_bento(store_: BuiltStore) -> None:
+    s = store_.settings
+    gate.mark_decision(s, gate.decide(store_.model_a, 0.21, None, None, "ndcg@10", 0.0))
+    refused = gate.decide(store_.model_b, 0.20, store_.model_a, 0.21, "ndcg@10", 0.0)
+    gate.mark_decision(s, refused)
+
+    a, b = store.get_model(s, store_.model_a), store.get_model(s, store_.model_b)
+    assert (a.promotion, b.promotion) == ("promoted", "refused")
+    assert b.metadata["promotion"] == asdict(refused) and "does not beat" in b.metadata["promotion"]["reason"]
+    assert b.metadata["metrics"] == METRICS_B  # the rest of the metadata is kept
+    listed = {info.tag: info for info in list_bentos(s)}
+    assert (listed[store_.bento_a].promotion, listed[store_.bento_b].promotion) == ("promoted", "refused")
