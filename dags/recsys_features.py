@@ -7,11 +7,15 @@ is backfilled by the scheduler (``airflow backfill create --dag-id recsys_featur
 ...``) and every partition passes the same gates. A run for one day by hand: conf ``{"day": "YYYY-MM-DD"}``.
 
 extract (sources → raw Parquet) → GX gates on the raw items and events (a failing partition is quarantined;
-too many rows quarantined at extraction fails too) → ``dbt build`` (staging → intermediate → marts, with
-tests) → GX gates on the marts' rows of the day → encode new or changed item texts with BERT → materialize
-the day into the online store (order-safe: an older day never overwrites newer values) → freshness of every
-feature view against its SLA → the ``recsys_features`` asset event for the day, which ``recsys_training``
-rolls up into weeks.
+too many rows quarantined at extraction fails too) → dbt: the lake checked (Postgres: raw tables synced), then
+the ``dbt`` task group (astronomer-cosmos: each model's run then its tests), then DuckDB's empty marts fixed →
+GX gates on the marts' rows of the day → encode new or changed item texts with BERT → materialize the day into
+the online store (order-safe: an older day never overwrites newer values) → freshness of every feature view
+against its SLA → the ``recsys_features`` asset event for the day, which ``recsys_training`` rolls up into weeks.
+
+The dbt task group is rendered from the parsed dbt manifest (run ``recsys dbt parse`` after changing ``dbt/``);
+its tasks share the pool ``orchestration.dbt_pool``, which needs one slot with DuckDB (one writer at a time):
+``airflow pools set recsys_dbt 1 "dbt: one writer of the DuckDB warehouse"``.
 
 Each task is a thin wrapper over a ``recsys.pipeline`` stage: the same function the CLI and the tests call.
 Configuration comes from ``RECSYS_*`` environment variables (or the YAML file named by ``RECSYS_CONFIG``).
@@ -22,11 +26,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 from airflow.sdk import CronPartitionTimetable, Param, chain, dag, task
+from cosmos import DbtTaskGroup
 
 from recsys.config import get_settings
 from recsys.orchestration.assets import FEATURES
+from recsys.orchestration.dbt import GROUP_ID as DBT_GROUP_ID
+from recsys.orchestration.dbt import task_group_args as dbt_task_group_args
 
-ORCHESTRATION = get_settings().orchestration  # settings only: no connection, no heavy import at parse time
+SETTINGS = get_settings()  # settings only: no connection, no heavy import at parse time
+ORCHESTRATION = SETTINGS.orchestration
 
 
 def _run_of(day: date) -> datetime:
@@ -66,10 +74,18 @@ def recsys_features() -> None:
         return validate_raw_stage(get_settings(), *_day(context))
 
     @task
-    def dbt_build(**context) -> dict:  # noqa: ANN003
-        from recsys.pipeline import transform_stage
+    def dbt_prepare(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import dbt_prepare_stage
 
-        return transform_stage(get_settings(), *_day(context))
+        return dbt_prepare_stage(get_settings(), *_day(context))
+
+    dbt = DbtTaskGroup(group_id=DBT_GROUP_ID, **dbt_task_group_args(SETTINGS))
+
+    @task
+    def dbt_finish(**context) -> dict:  # noqa: ANN003
+        from recsys.pipeline import dbt_finish_stage
+
+        return dbt_finish_stage(get_settings(), *_day(context))
 
     @task(retries=0)
     def validate_marts(**context) -> dict:  # noqa: ANN003
@@ -95,7 +111,17 @@ def recsys_features() -> None:
 
         return freshness_stage(get_settings(), *_day(context))
 
-    chain(extract(), validate_raw(), dbt_build(), validate_marts(), encode_items(), materialize(), check_freshness())
+    chain(
+        extract(),
+        validate_raw(),
+        dbt_prepare(),
+        dbt,
+        dbt_finish(),
+        validate_marts(),
+        encode_items(),
+        materialize(),
+        check_freshness(),
+    )
 
 
 recsys_features()

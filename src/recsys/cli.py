@@ -21,6 +21,8 @@ bento_app = typer.Typer(
     help="Built bentos and the production pointer (the bento `recsys serve` runs).", no_args_is_help=True
 )
 app.add_typer(bento_app, name="bento")
+dbt_app = typer.Typer(help="The dbt project (dbt/).", no_args_is_help=True)
+app.add_typer(dbt_app, name="dbt")
 
 Day = Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Data interval day (UTC).")]
 
@@ -64,6 +66,14 @@ def sources_init() -> None:
     if "mongo" in (settings.items_source, settings.events_source):
         mongo.init_collections(mongo.mongo_database(settings))
     typer.echo(f"created tables: {created or 'none (all existed)'}")
+
+
+@dbt_app.command("parse")
+def dbt_parse() -> None:
+    """Parse dbt/ into the manifest the Airflow dbt task group is rendered from (again after changing dbt/)."""
+    from recsys.transform.dbt import parse_manifest
+
+    typer.echo(f"dbt manifest: {parse_manifest(get_settings())}")
 
 
 @app.command()

@@ -227,6 +227,9 @@ class OrchestrationSettings(BaseModel):
         None, description="Last daily partition the scheduler runs (None: every day up to today)."
     )
     train_pool: str = Field("default_pool", description="Airflow pool of the train task (e.g. a GPU pool).")
+    dbt_pool: str = Field(
+        "recsys_dbt", description="Airflow pool of the dbt tasks: one slot, as one process at a time writes DuckDB."
+    )
     train_queue: str | None = Field(
         None, description="Celery queue of the train task, so a GPU worker can take it (None: the default queue)."
     )

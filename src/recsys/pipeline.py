@@ -387,3 +387,33 @@ def infra_validate_stage(settings: Settings, start: datetime, bento_tag: str) ->
             raise
         (out / "infra_validation.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def dbt_prepare_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Before the DAG's dbt task group: DuckDB reads a complete raw lake; PostgreSQL gets its raw tables synced.
+
+    The same steps :func:`transform_stage` takes before ``dbt build`` (the group then runs one task per model).
+    """
+    from recsys.transform.dbt import prepare
+
+    target = settings.warehouse.target
+    summary: dict[str, Any] = {"target": target}
+    with stage("dbt_prepare", _timings(settings), **_label(start)):
+        prepare(settings, target)
+        if target == "postgres":
+            from recsys.transform.postgres import sync_raw
+
+            summary["raw_partitions_copied"] = sync_raw(settings.lake, settings.warehouse.postgres)
+    return summary
+
+
+def dbt_finish_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """After the DAG's dbt task group: DuckDB's empty marts become zero-row Parquet files (as after ``dbt build``)."""
+    from recsys.transform.dbt import drop_placeholder_rows
+    from recsys.transform.dbt_project import current_manifest, manifest_models
+
+    target = settings.warehouse.target
+    with stage("dbt_finish", _timings(settings), **_label(start)):
+        models = manifest_models(current_manifest(settings)) if target == "duckdb" else []
+        fixed = drop_placeholder_rows(settings.marts, models)
+    return {"target": target, "emptied_marts": fixed}

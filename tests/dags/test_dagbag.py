@@ -14,13 +14,23 @@ HEAVY = ["tensorflow", "keras", "keras_hub", "feast", "great_expectations", "ben
 
 
 @pytest.fixture(scope="module")
-def dagbag(tmp_path_factory: pytest.TempPathFactory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow")))
+def parsed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A settings home with the parsed dbt manifest the features DAG's dbt group is rendered from."""
+    from recsys.config import Settings
+    from recsys.transform.dbt import parse_manifest
+
+    home = tmp_path_factory.mktemp("dagbag") / "home"
+    parse_manifest(Settings(home=home))
+    return home
+
+
+@pytest.fixture
+def dagbag(parsed_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("RECSYS_HOME", str(parsed_home))
     from airflow.dag_processing.dagbag import DagBag
 
-    yield DagBag(dag_folder=str(DAGS))
-    mp.undo()
+    return DagBag(dag_folder=str(DAGS))
 
 
 def test_no_import_errors(dagbag) -> None:
@@ -46,8 +56,8 @@ def test_features_is_a_daily_partitioned_dag_with_catchup_ending_in_the_features
     timetable = dag.timetable
     assert type(timetable).__name__ == "CronPartitionTimetable" and dag.catchup is True
     assert (timetable.expression, timetable.run_offset, timetable.key_format) == ("0 0 * * *", -1, "%Y-%m-%d")
-    gates = ["extract", "validate_raw"]
-    after = ["validate_marts", "encode_items", "materialize", "check_freshness"]
+    gates = ["extract", "validate_raw", "dbt_prepare"]
+    after = ["dbt_finish", "validate_marts", "encode_items", "materialize", "check_freshness"]
     _assert_chain(dag, gates)
     _assert_chain(dag, after)
     assert [o.name for o in dag.get_task("check_freshness").outlets] == ["recsys_features"]
@@ -67,10 +77,11 @@ def test_training_rolls_seven_feature_days_up_into_a_week(dagbag) -> None:
     assert dag.get_task("train").pool == "default_pool"  # orchestration.train_pool
 
 
-def test_the_train_task_takes_its_pool_and_queue_from_the_settings(tmp_path: Path) -> None:
+def test_the_train_task_takes_its_pool_and_queue_from_the_settings(tmp_path: Path, parsed_home: Path) -> None:
     probe = textwrap.dedent(f"""
         import os
         os.environ["AIRFLOW_HOME"] = {str(tmp_path)!r}
+        os.environ["RECSYS_HOME"] = {str(parsed_home)!r}
         os.environ["RECSYS_ORCHESTRATION__TRAIN_POOL"] = "gpu"
         os.environ["RECSYS_ORCHESTRATION__TRAIN_QUEUE"] = "gpu-workers"
         from airflow.dag_processing.dagbag import DagBag
@@ -81,10 +92,11 @@ def test_the_train_task_takes_its_pool_and_queue_from_the_settings(tmp_path: Pat
     assert out.stdout.strip().splitlines()[-1] == "gpu gpu-workers"
 
 
-def test_dag_files_parse_fast_without_heavy_imports(tmp_path: Path) -> None:
+def test_dag_files_parse_fast_without_heavy_imports(tmp_path: Path, parsed_home: Path) -> None:
     probe = textwrap.dedent(f"""
         import os, sys, time
         os.environ["AIRFLOW_HOME"] = {str(tmp_path)!r}
+        os.environ["RECSYS_HOME"] = {str(parsed_home)!r}
         from airflow.dag_processing.dagbag import DagBag
         before = set(sys.modules)
         t = time.perf_counter()

@@ -36,6 +36,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",  # no call out to a telemetry host from every dbt task
+        "AIRFLOW__COSMOS__CACHE_DIR": str(home / "cosmos"),
     }
     env = {**os.environ, "AIRFLOW_HOME": defaults.pop("AIRFLOW_HOME")}  # this runner owns its Airflow home
     for key, value in defaults.items():
@@ -68,7 +70,20 @@ def migrate(settings: Settings, env: dict[str, str] | None = None) -> None:
     log_file = home / "logs" / "db-migrate.log"
     if _airflow(["db", "migrate"], env, log_file) != 0:
         raise RecsysError(f"`airflow db migrate` failed; see {log_file}.")
+    pool = settings.orchestration.dbt_pool
+    pools_log = home / "logs" / "pools-set.log"
+    if _airflow(["pools", "set", pool, "1", "dbt: one writer of the DuckDB warehouse"], env, pools_log) != 0:
+        raise RecsysError(f"`airflow pools set {pool} 1` failed; see {pools_log}.")
     marker.touch()
+
+
+def prepare(settings: Settings, env: dict[str, str] | None = None) -> None:
+    """What Airflow needs before it parses the DAGs: the metadata database and pools, and the parsed dbt
+    manifest the features DAG's dbt task group is rendered from (parsed again only when dbt/ changed)."""
+    from recsys.transform.dbt import ensure_manifest
+
+    migrate(settings, env)
+    ensure_manifest(settings)
 
 
 def run_dag_test(settings: Settings, dag_id: str, conf: dict[str, str], log_file: Path | None = None) -> None:
@@ -78,7 +93,7 @@ def run_dag_test(settings: Settings, dag_id: str, conf: dict[str, str], log_file
     a RecsysError naming the tasks that failed and the ones that did not run because of them.
     """
     env = airflow_env(settings)
-    migrate(settings, env)
+    prepare(settings, env)
     if _airflow(["dags", "test", dag_id, "-c", json.dumps(conf)], env, log_file) == 0:
         return
     states = task_states(settings, dag_id)
@@ -149,7 +164,7 @@ def standalone(settings: Settings, port: int = 8080) -> subprocess.Popen[bytes]:
     group (``os.killpg``).
     """
     env = standalone_env(settings, port)
-    migrate(settings, env)
+    prepare(settings, env)
     cmd = [str(Path(sys.executable).with_name("airflow")), "standalone"]
     log.info("starting %s on http://127.0.0.1:%d", " ".join(cmd), port)
     return subprocess.Popen(cmd, env=env, start_new_session=True)

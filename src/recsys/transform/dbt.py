@@ -3,14 +3,21 @@
 dbt reads paths and connections from env vars (see ``dbt/profiles.yml``); they are set from
 ``Settings.tool_env()`` for the duration of the call only. dbt's target and log folders live under
 ``{home}/dbt`` so a build never writes into the repository.
+
+The pieces of a build are public so the Airflow task group (``recsys.orchestration.dbt``, one task per model)
+runs dbt the same way: :func:`invocation_env` and :func:`invocation_vars` (what dbt is invoked with),
+:func:`prepare` (before dbt) and :func:`drop_placeholder_rows` (after it); :func:`parse_manifest` (or
+:func:`ensure_manifest`) writes the manifest the task group is rendered from.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,8 +25,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recsys import lake
-from recsys.config import PostgresSettings, Settings, project_dir
+from recsys.config import PostgresSettings, Settings
 from recsys.errors import IntervalError, TransformError
+from recsys.transform.dbt_project import (
+    FINGERPRINT,
+    MANIFEST,
+    dbt_project_dir,
+    manifest_dir,
+    manifest_problem,
+    project_fingerprint,
+)
 
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 TARGET_ENV = "RECSYS_DBT_TARGET"
@@ -71,11 +86,6 @@ class DbtBuildResult:
         return {"success": self.success, "seconds": round(self.seconds, 3), "nodes": counts}
 
 
-def dbt_project_dir() -> Path:
-    """The repository's dbt project (holds ``dbt_project.yml`` and ``profiles.yml``)."""
-    return project_dir() / "dbt"
-
-
 def build(
     settings: Settings,
     select: str | None = None,
@@ -98,27 +108,81 @@ def build(
     a table or dbt cannot start.
     """
     target = target or _target_from_env()
-    env = dict(settings.tool_env())
-    dbt_vars: dict[str, str] = {"recent_items_limit": str(settings.recent_items_limit)}
-    if target == "duckdb":
-        _check_raw_lake(settings.lake)
-        _prepare_local_outputs(settings)
-    else:
-        pg = postgres or settings.warehouse.postgres
-        env.update(pg.dbt_env())
-        dbt_vars["raw_schema"] = pg.raw_schema
-    if interval is not None:
-        dbt_vars.update(_interval_vars(*interval))
+    prepare(settings, target)
+    env = invocation_env(settings, target, postgres)
+    dbt_vars = invocation_vars(settings, target, postgres, interval)
     args = _build_args(settings, select, full_refresh, target, dbt_vars)
     start = time.perf_counter()
     with _temporary_env(env):
         outcome = _invoke(args)
     result = _to_result(outcome, time.perf_counter() - start)
     if target == "duckdb":
-        _drop_placeholder_rows(settings.marts, result)
+        built = [n.name for n in result.nodes if n.resource_type == "model" and n.status == "success"]
+        drop_placeholder_rows(settings.marts, built)
     if not result.success:
         raise TransformError(_failure_summary(result))
     return result
+
+
+def invocation_env(settings: Settings, target: Target, postgres: PostgresSettings | None = None) -> dict[str, str]:
+    """Env vars ``dbt/profiles.yml`` and the sources read: the settings' paths, and the connection for postgres."""
+    env = dict(settings.tool_env())
+    if target == "postgres":
+        env.update((postgres or settings.warehouse.postgres).dbt_env())
+    return env
+
+
+def invocation_vars(
+    settings: Settings,
+    target: Target,
+    postgres: PostgresSettings | None = None,
+    interval: tuple[datetime, datetime] | None = None,
+) -> dict[str, str]:
+    """dbt ``--vars``: ``recent_items_limit``, the raw schema for postgres, the data interval when given."""
+    dbt_vars = {"recent_items_limit": str(settings.recent_items_limit)}
+    if target == "postgres":
+        dbt_vars["raw_schema"] = (postgres or settings.warehouse.postgres).raw_schema
+    if interval is not None:
+        dbt_vars.update(_interval_vars(*interval))
+    return dbt_vars
+
+
+def prepare(settings: Settings, target: Target) -> None:
+    """Before dbt runs on DuckDB: the raw lake has every table, and the warehouse and marts folders exist.
+
+    (PostgreSQL needs its raw tables synced instead: :func:`recsys.transform.postgres.sync_raw`.)
+    """
+    if target == "duckdb":
+        _check_raw_lake(settings.lake)
+        _prepare_local_outputs(settings)
+
+
+def parse_manifest(settings: Settings) -> Path:
+    """``dbt parse`` the project into ``{home}/dbt/manifest/manifest.json``, stamped with the project's fingerprint.
+
+    The manifest is what the Airflow task group is rendered from, without running dbt when the DAG file is parsed
+    (see :func:`recsys.transform.dbt_project.current_manifest`). The graph is the same for both targets, so it is
+    parsed for DuckDB (no server needed). The new manifest replaces the old one only once complete.
+    """
+    folder = manifest_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    fingerprint = project_fingerprint()
+    work = Path(tempfile.mkdtemp(prefix="parse-", dir=folder))  # dbt's target and logs, kept if the parse fails
+    with _temporary_env(invocation_env(settings, "duckdb")):
+        outcome = _invoke([*_project_args("parse", "duckdb", work), "--no-partial-parse", "--quiet"])
+    if not outcome.success:
+        raise TransformError(f"dbt parse failed on {dbt_project_dir()}: see the logs under {work / 'logs'}.")
+    os.replace(work / "target" / MANIFEST, folder / MANIFEST)
+    (folder / FINGERPRINT).write_text(fingerprint + "\n")
+    shutil.rmtree(work)
+    return folder / MANIFEST
+
+
+def ensure_manifest(settings: Settings) -> Path:
+    """The parsed manifest, parsed first (:func:`parse_manifest`) when missing or stale; cheap when current."""
+    if manifest_problem(settings) is None:
+        return manifest_dir(settings) / MANIFEST
+    return parse_manifest(settings)
 
 
 def _target_from_env() -> Target:
@@ -151,33 +215,47 @@ def _prepare_local_outputs(settings: Settings) -> None:
     settings.marts.mkdir(parents=True, exist_ok=True)
 
 
-def _drop_placeholder_rows(marts: Path, result: DbtBuildResult) -> None:
+def drop_placeholder_rows(marts: Path, models: Iterable[str]) -> list[str]:
     """dbt-duckdb writes an empty model as one all-NULL row (to keep the types); make it a zero-row file.
 
-    Feast and the trainer read the Parquet files directly and would otherwise see a row with null ids.
+    Feast and the trainer read the Parquet files directly and would otherwise see a row with null ids. ``models``
+    are the models just built (those without a file under ``marts`` are not exports); returns those fixed.
     """
     import pyarrow.parquet as pq
 
-    for node in result.nodes:
-        path = marts / f"{node.name}.parquet"
-        if node.resource_type != "model" or node.status != "success" or not path.is_file():
-            continue
-        if pq.ParquetFile(path).metadata.num_rows != 1:
+    fixed = []
+    for name in models:
+        path = marts / f"{name}.parquet"
+        if not path.is_file() or pq.ParquetFile(path).metadata.num_rows != 1:
             continue
         table = pq.read_table(path)
         if all(column.null_count == 1 for column in table.columns):
             pq.write_table(table.slice(0, 0), path)
+            fixed.append(name)
+    return fixed
 
 
 def _build_args(
     settings: Settings, select: str | None, full_refresh: bool, target: Target, dbt_vars: Mapping[str, str]
 ) -> list[str]:
+    args = _project_args("build", target, settings.home / "dbt" / target)
+    if select:
+        # only tests whose parents are all built (or upstream of the selection): no test on a stale model
+        args += ["--select", *select.split(), "--indirect-selection", "buildable"]
+    if full_refresh:
+        args.append("--full-refresh")
+    if dbt_vars:
+        args += ["--vars", json.dumps(dict(dbt_vars))]
+    return args
+
+
+def _project_args(command: str, target: Target, work: Path) -> list[str]:
+    """``dbt <command>`` on the repository's project, its target and log folders under ``work``."""
     project = dbt_project_dir()
     if not (project / "dbt_project.yml").is_file():
         raise TransformError(f"No dbt project at {project}: set RECSYS_PROJECT_DIR to the repository root.")
-    work = settings.home / "dbt" / target
-    args = [
-        "build",
+    return [
+        command,
         "--target", target,
         "--project-dir", str(project),
         "--profiles-dir", str(project),
@@ -187,14 +265,6 @@ def _build_args(
         "--no-version-check",
         "--no-use-colors",
     ]  # fmt: skip
-    if select:
-        # only tests whose parents are all built (or upstream of the selection): no test on a stale model
-        args += ["--select", *select.split(), "--indirect-selection", "buildable"]
-    if full_refresh:
-        args.append("--full-refresh")
-    if dbt_vars:
-        args += ["--vars", json.dumps(dict(dbt_vars))]
-    return args
 
 
 @contextmanager
@@ -215,13 +285,30 @@ def _temporary_env(values: Mapping[str, str]) -> Iterator[None]:
 def _invoke(args: list[str]) -> Any:
     from dbt.cli.main import dbtRunner
 
-    outcome = dbtRunner().invoke(args)
+    try:
+        outcome = dbtRunner().invoke(args)
+    finally:
+        release_duckdb()
     if outcome.exception is not None:
         raise TransformError(
             f"dbt could not run ({type(outcome.exception).__name__}: {outcome.exception}); "
             f"check dbt/ and the logs under the --log-path given: {' '.join(args)}"
         ) from outcome.exception
     return outcome
+
+
+def release_duckdb() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open for the life of the process after an in-process run.
+
+    Otherwise this process holds the warehouse file's lock, and any other process (an Airflow task, the dbt
+    CLI, a second build in a subprocess) fails with "Could not set lock on file".
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        environment, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
+    if environment is not None:
+        environment.close()
 
 
 def _to_result(outcome: Any, seconds: float) -> DbtBuildResult:

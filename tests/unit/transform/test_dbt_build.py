@@ -219,3 +219,15 @@ def test_recent_items_limit_comes_from_the_settings(tmp_path: Path, clean_env: N
     frame = pd.read_parquet(settings.marts / "user_recent_items.parquet")
     got = {(r.user_id, r.feature_date): list(r.recent_item_ids) for r in frame.itertuples()}
     assert got[(1, D3)] == [10, 12]  # the newest two of [10, 12, 11]
+
+
+def test_after_a_build_another_process_can_open_the_warehouse(built: tuple[Settings, DbtBuildResult]) -> None:
+    """dbt-duckdb keeps its database open for the process's life; build() releases it (else an Airflow task or a
+    second build in another process fails on the file lock)."""
+    import subprocess
+    import sys
+
+    settings, _ = built
+    probe = f"import duckdb; duckdb.connect({str(settings.duckdb_path)!r}).execute('select 1').fetchall()"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-500:]
