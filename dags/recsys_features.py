@@ -79,13 +79,23 @@ def recsys_features() -> None:
 
         return dbt_prepare_stage(get_settings(), *_day(context))
 
-    dbt = DbtTaskGroup(group_id=DBT_GROUP_ID, **dbt_task_group_args(SETTINGS))
-
     @task
     def dbt_finish(**context) -> dict:  # noqa: ANN003
         from recsys.pipeline import dbt_finish_stage
 
         return dbt_finish_stage(get_settings(), *_day(context))
+
+    @task(pool=ORCHESTRATION.dbt_pool, retries=0)
+    def dbt_build(**context) -> dict:  # noqa: ANN003
+        """The whole project in one `dbt build` (orchestration.dbt_tasks: single)."""
+        from recsys.pipeline import transform_stage
+
+        return transform_stage(get_settings(), *_day(context))
+
+    if ORCHESTRATION.dbt_tasks == "per_model":
+        dbt = [dbt_prepare(), DbtTaskGroup(group_id=DBT_GROUP_ID, **dbt_task_group_args(SETTINGS)), dbt_finish()]
+    else:
+        dbt = [dbt_build()]
 
     @task(retries=0)
     def validate_marts(**context) -> dict:  # noqa: ANN003
@@ -114,9 +124,7 @@ def recsys_features() -> None:
     chain(
         extract(),
         validate_raw(),
-        dbt_prepare(),
-        dbt,
-        dbt_finish(),
+        *dbt,
         validate_marts(),
         encode_items(),
         materialize(),

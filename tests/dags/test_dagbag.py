@@ -92,6 +92,22 @@ def test_the_train_task_takes_its_pool_and_queue_from_the_settings(tmp_path: Pat
     assert out.stdout.strip().splitlines()[-1] == "gpu gpu-workers"
 
 
+def test_dbt_can_run_as_one_build_task(tmp_path: Path, parsed_home: Path) -> None:
+    probe = textwrap.dedent(f"""
+        import os
+        os.environ["AIRFLOW_HOME"] = {str(tmp_path)!r}
+        os.environ["RECSYS_HOME"] = {str(parsed_home)!r}
+        os.environ["RECSYS_ORCHESTRATION__DBT_TASKS"] = "single"
+        from airflow.dag_processing.dagbag import DagBag
+        dag = DagBag(dag_folder={str(DAGS)!r}).dags["recsys_features"]
+        build = dag.get_task("dbt_build")
+        print(sorted(build.upstream_task_ids), sorted(build.downstream_task_ids), build.pool,
+              any(t.task_id.startswith("dbt.") for t in dag.tasks))
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "['validate_raw'] ['validate_marts'] recsys_dbt False"
+
+
 def test_dag_files_parse_fast_without_heavy_imports(tmp_path: Path, parsed_home: Path) -> None:
     probe = textwrap.dedent(f"""
         import os, sys, time
