@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -164,5 +165,8 @@ def test_the_online_values_equal_one_full_run(homes) -> None:
     for side in ("user", "item"):
         assert sorted(ours[side]) == sorted(theirs[side]), side
         for column, values in ours[side].items():
+            if column == "embedding":  # encoded day by day vs all at once: BLAS rounds a batch's GEMM by its size
+                assert np.allclose(np.array(values), np.array(theirs[side][column]), rtol=0, atol=1e-6)
+                continue
             assert json.dumps(values, default=str) == json.dumps(theirs[side][column], default=str), (side, column)
     assert any(v is not None for v in ours["user"]["user_clicks_28d"])  # the comparison is not of empty rows
