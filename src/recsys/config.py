@@ -292,6 +292,9 @@ class ItemsQuality(RowCountRule):
     """Raw items partition (change capture: a quiet day has no item versions, hence min_rows 0)."""
 
     min_rows: int = 0
+    # The first partition is the whole catalog, later ones only the items that changed: a day with far fewer rows
+    # than the one before is normal (a sudden jump is still bounded by row_count_max_ratio).
+    row_count_min_ratio: float = Field(0.0, ge=0)
     min_title_length: int = Field(1, ge=0)
     max_title_length: int = Field(500, ge=1)
     max_body_length: int = Field(100_000, ge=1)
