@@ -8,44 +8,27 @@ what the DAG runs for each day; the DAG itself runs for the last day, then the t
 from __future__ import annotations
 
 import json
-from datetime import date
 
 import pandas as pd
 import pytest
 
-from fixtures_bert import write_tiny_bert
 from recsys.config import Settings
-from recsys.orchestration.local import run_features_day, run_training_week, task_states
-from recsys.pipeline import backfill_features, run_dir
+from recsys.orchestration.local import task_states
+from recsys.pipeline import run_dir
 from recsys.registry.production import production_bento
-from recsys.sources.simulator import SimulationConfig, simulate
-from recsys.sources.writer import write_site
+from week_runs import WEEK, K, run_the_week, small_model_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-CFG = SimulationConfig(days=8, n_users=40, initial_items=60, new_items_per_day=5, sessions_per_user_day=2.0)
-FIRST, LAST, WEEK = date(2026, 11, 1), date(2026, 11, 8), date(2026, 11, 2)  # Sunday 1 .. Sunday 8; Monday 2
-K = 5
 
 
 @pytest.fixture(scope="module")
 def dag_runs(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("e2e")
-    env = {
-        "RECSYS_HOME": str(tmp / "home"),
-        "RECSYS_MODEL__BERT_CHECKPOINT": str(write_tiny_bert(tmp / "tiny_bert")),
-        "RECSYS_MODEL__MAX_LENGTH": "16",
-        "RECSYS_MODEL__EPOCHS": "2",
-        "RECSYS_MODEL__TOP_K": str(K),
-    }
-    for key, value in env.items():
+    for key, value in {"RECSYS_HOME": str(tmp / "home"), **small_model_env(tmp)}.items():
         mp.setenv(key, value)
     settings = Settings()
-    write_site(settings, simulate(CFG))
-    for _ in backfill_features(settings, FIRST, date(2026, 11, 7)):
-        pass
-    run_features_day(settings, LAST, log_file=settings.home / "features.log")
-    run_training_week(settings, WEEK, log_file=settings.home / "training.log")
+    run_the_week(settings)
     yield settings
     mp.undo()
 

@@ -12,26 +12,20 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import date
 
 import pytest
 import redis
 
-from fixtures_bert import write_tiny_bert
 from recsys.config import Settings
-from recsys.orchestration.local import run_features_day, run_training_week, task_states
-from recsys.pipeline import backfill_features
+from recsys.orchestration.local import task_states
 from recsys.registry.production import production_bento
-from recsys.sources.simulator import SimulationConfig, simulate
-from recsys.sources.writer import write_site
+from recsys.sources.simulator import simulate
 from recsys.transform.warehouse import read_mart
 from servers import fresh_postgres_database
 from serving_fixtures import RedisServer
+from week_runs import CFG, K, run_the_week, small_model_env
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e, pytest.mark.slow]
-CFG = SimulationConfig(days=8, n_users=40, initial_items=60, new_items_per_day=5, sessions_per_user_day=2.0)
-FIRST, LAST, WEEK = date(2026, 11, 1), date(2026, 11, 8), date(2026, 11, 2)
-K = 5
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +55,12 @@ def services_run(
                 "RECSYS_ONLINE_STORE": "redis",
                 "RECSYS_REDIS_URL": online.url,
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metadata}",
-                "RECSYS_MODEL__BERT_CHECKPOINT": str(write_tiny_bert(tmp / "tiny_bert")),
-                "RECSYS_MODEL__MAX_LENGTH": "16",
-                "RECSYS_MODEL__EPOCHS": "2",
-                "RECSYS_MODEL__TOP_K": str(K),
+                **small_model_env(tmp),
             }
             for key, value in env.items():
                 mp.setenv(key, value)
             settings = Settings()
-            write_site(settings, simulate(CFG))
-            for _ in backfill_features(settings, FIRST, date(2026, 11, 7)):
-                pass
-            run_features_day(settings, LAST, log_file=settings.home / "features.log")
-            run_training_week(settings, WEEK, log_file=settings.home / "training.log")
+            run_the_week(settings)
             yield settings, online
     finally:
         mp.undo()

@@ -22,7 +22,6 @@ move it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.errors import RegistryError
+from recsys.registry.locks import file_lock
 
 if TYPE_CHECKING:
     from recsys.config import Settings
@@ -115,14 +115,8 @@ def _write(settings: Settings, pointer: _Pointer) -> None:
 @contextmanager
 def _locked(settings: Settings) -> Iterator[None]:
     """An exclusive lock on the pointer (per open file, so it also serializes threads of one process)."""
-    lock = pointer_path(settings).with_name(LOCK_FILE)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with file_lock(pointer_path(settings).with_name(LOCK_FILE)):
+        yield
 
 
 def _now() -> str:

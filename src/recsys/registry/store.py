@@ -237,16 +237,10 @@ def _replace(path: Path, text: str) -> None:
 @contextmanager
 def _status_lock(settings: Settings) -> Iterator[None]:
     """An exclusive lock on model status updates (beside the store, so no model folder gains a file)."""
-    import fcntl
+    from recsys.registry.locks import file_lock
 
-    lock = _home(settings) / ".model-status.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with file_lock(_home(settings) / ".model-status.lock"):
+        yield
 
 
 def list_models(settings: Settings) -> list[RegisteredModel]:
