@@ -275,7 +275,7 @@ def _day(value: str | None) -> str:
 @bento_app.command("list")
 def bento_list() -> None:
     """Built bentos, newest first: model, its holdout metric, data interval, gate/infra status; * marks production."""
-    from recsys.registry.store import list_bentos
+    from recsys.registry.production import list_bentos
 
     settings = get_settings()
     bentos = list_bentos(settings)

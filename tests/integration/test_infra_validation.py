@@ -22,8 +22,8 @@ from recsys.features.training_set import ITEM_FEATURES, USER_FEATURES, TrainingD
 from recsys.pipeline import deploy_stage, infra_validate_stage, run_dir
 from recsys.registry import gate
 from recsys.registry.infra import CHECKS
-from recsys.registry.production import deploy, deployments, production_bento
-from recsys.registry.store import build_bento, get_model, list_bentos, save_model
+from recsys.registry.production import deploy, deployments, list_bentos, production_bento
+from recsys.registry.store import build_bento, get_model, save_model
 from recsys.serving.testing import EXAMPLE_FEATURE_NAMES, materialize_example_users, write_example_artifact
 
 pytestmark = pytest.mark.slow  # builds bentos and starts real `bentoml serve` processes

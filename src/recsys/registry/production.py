@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.errors import RegistryError
+from recsys.registry import store
 from recsys.registry.locks import file_lock
 
 if TYPE_CHECKING:
@@ -67,9 +68,7 @@ class _Pointer:
 
 def pointer_path(settings: Settings) -> Path:
     """``<settings.bentoml_home>/production.json``."""
-    from recsys.registry.store import _home
-
-    return _home(settings) / POINTER_FILE
+    return store.store_home(settings) / POINTER_FILE
 
 
 def _record(raw: Any, path: Path) -> DeployRecord:
@@ -125,12 +124,10 @@ def _now() -> str:
 
 def _check_bento(settings: Settings, bento_tag: str) -> tuple[str, str]:
     """``(full bento tag, its one model tag)``; RegistryError saying what to run when it cannot be deployed."""
-    from recsys.registry.store import bento_models, resolve_bento
-
-    tag = resolve_bento(settings, bento_tag)
+    tag = store.resolve_bento(settings, bento_tag)
     if tag.split(":", 1)[0] != settings.bento_name:
         raise RegistryError(f"bento {tag} is not a {settings.bento_name} bento; deploy one of `recsys bento list`.")
-    models = bento_models(settings, tag)
+    models = store.bento_models(settings, tag)
     if len(models) != 1:
         raise RegistryError(
             f"bento {tag} names {len(models)} models {models}, a deployable bento names exactly one: rebuild it "
@@ -240,3 +237,59 @@ def deploy_if_promoted(settings: Settings, bento_tag: str, model_tag: str) -> De
                  production_bento(settings))  # fmt: skip
         return None
     return deploy(settings, bento_tag, reason=reason)
+
+
+@dataclass(frozen=True)
+class BentoInfo:
+    """One recommender bento in the store, with the model it names and that model's evaluation."""
+
+    tag: str
+    model: str | None  # None unless the bento names exactly one model
+    metrics: dict[str, Any]  # the model's metadata ``metrics`` (``{}`` when absent or the model is gone)
+    data_interval_start: str | None
+    data_interval_end: str | None
+    created_at: datetime
+    is_production: bool
+    promotion: str | None = None  # the model's status: candidate, promoted or refused (labels of the model)
+    infra_validation: str | None = None  # passed or failed: this bento's newest infra validation (None: never)
+
+
+def list_bentos(settings: Settings) -> list[BentoInfo]:
+    """Every ``settings.bento_name`` bento in the store, newest first, marked when it is production."""
+    bentoml = store.bentoml_for(settings)
+    try:
+        bentos = bentoml.bentos.list(settings.bento_name)
+    except bentoml.exceptions.NotFound:
+        bentos = []
+    current = production_bento(settings)
+    infos = []
+    for bento in sorted(bentos, key=lambda b: b.info.creation_time, reverse=True):
+        models = [str(model.tag) for model in bento.info.all_models]
+        model_tag = models[0] if len(models) == 1 else None
+        metadata: dict[str, Any] = {}
+        labels: dict[str, str] = {}
+        if model_tag is not None:
+            try:
+                stored = store.get_model(settings, model_tag)
+                metadata, labels = stored.metadata, stored.labels
+            except RegistryError:
+                log.warning("bento %s names model %s, which is not in the store", bento.tag, model_tag)
+        infos.append(
+            BentoInfo(
+                tag=str(bento.tag),
+                model=model_tag,
+                metrics=dict(metadata.get("metrics") or {}),
+                data_interval_start=metadata.get("data_interval_start"),
+                data_interval_end=metadata.get("data_interval_end"),
+                created_at=bento.info.creation_time,
+                is_production=str(bento.tag) == current,
+                promotion=labels.get(store.PROMOTION_LABEL),
+                infra_validation=_validation_status(metadata, str(bento.tag)),
+            )
+        )
+    return infos
+
+
+def _validation_status(metadata: dict[str, Any], bento_tag: str) -> str | None:
+    found = (metadata.get(store.INFRA_METADATA) or {}).get(bento_tag)
+    return None if not found else ("passed" if found.get("passed") else "failed")

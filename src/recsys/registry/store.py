@@ -70,7 +70,7 @@ class RegisteredModel:
 
 def bentoml_for(settings: Settings) -> ModuleType:
     """The ``bentoml`` module, its stores bound to ``settings.bentoml_home`` (set before first use)."""
-    home = _home(settings)
+    home = store_home(settings)
     os.environ["BENTOML_HOME"] = str(home)
     import bentoml
     from bentoml._internal.configuration.containers import BentoMLContainer
@@ -80,7 +80,7 @@ def bentoml_for(settings: Settings) -> ModuleType:
     return bentoml
 
 
-def _home(settings: Settings) -> Path:
+def store_home(settings: Settings) -> Path:
     if settings.bentoml_home is None:
         raise RegistryError("settings.bentoml_home is not set: set RECSYS_BENTOML_HOME or RECSYS_HOME.")
     return settings.bentoml_home.resolve()
@@ -146,7 +146,7 @@ def save_model(
         with bentoml.models.create(name=settings.model_name, labels=_labels(merged, labels), metadata=merged) as model:
             _copy_artifact(artifact_dir, Path(model.path))
     except (ValueError, OSError, bentoml.exceptions.BentoMLException) as exc:
-        raise RegistryError(f"saving {artifact_dir} to the model store {_home(settings)} failed: {exc}") from exc
+        raise RegistryError(f"saving {artifact_dir} to the model store {store_home(settings)} failed: {exc}") from exc
     log.info("registered %s from %s", model.tag, artifact_dir)
     return str(model.tag)
 
@@ -173,14 +173,14 @@ def _stored(settings: Settings, kind: str, full: str, missing: str) -> Any:
     except bentoml.exceptions.NotFound:
         raise RegistryError(missing) from None
     except bentoml.exceptions.BentoMLException as exc:
-        raise RegistryError(f"reading {kind} {full} from {_home(settings)} failed: {exc}") from exc
+        raise RegistryError(f"reading {kind} {full} from {store_home(settings)} failed: {exc}") from exc
 
 
 def get_model(settings: Settings, tag: str = "latest") -> RegisteredModel:
     """The registered model ``tag`` (a version, ``latest`` or ``name:version``); RegistryError if absent."""
     full = _full_tag(settings, tag)
     missing = (
-        f"model {full} is not in the model store {_home(settings)}: register one with save_model "
+        f"model {full} is not in the model store {store_home(settings)}: register one with save_model "
         "(the training DAG's register step), or list versions with list_models."
     )
     return _registered(_stored(settings, "model", full, missing))
@@ -239,7 +239,7 @@ def _status_lock(settings: Settings) -> Iterator[None]:
     """An exclusive lock on model status updates (beside the store, so no model folder gains a file)."""
     from recsys.registry.locks import file_lock
 
-    with file_lock(_home(settings) / ".model-status.lock"):
+    with file_lock(store_home(settings) / ".model-status.lock"):
         yield
 
 
@@ -255,7 +255,7 @@ def list_models(settings: Settings) -> list[RegisteredModel]:
 
 def bento_models(settings: Settings, bento_tag: str) -> list[str]:
     """The model tags a built bento names (a correctly built recommender bento names exactly one)."""
-    missing = f"bento {bento_tag} is not in {_home(settings)}: build it with build_bento."
+    missing = f"bento {bento_tag} is not in {store_home(settings)}: build it with build_bento."
     return [str(model.tag) for model in _stored(settings, "bento", bento_tag, missing).info.all_models]
 
 
@@ -322,7 +322,7 @@ def latest_bento(settings: Settings) -> str:
         bentos = []
     if not bentos:
         raise RegistryError(
-            f"no {settings.bento_name} bento in {_home(settings)}: run the daily DAG (recsys run) first."
+            f"no {settings.bento_name} bento in {store_home(settings)}: run the daily DAG (recsys run) first."
         )
     return str(max(bentos, key=lambda b: b.info.creation_time).tag)
 
@@ -332,65 +332,7 @@ def resolve_bento(settings: Settings, bento_tag: str) -> str:
     ``latest``; RegistryError when it is not in the store."""
     full = bento_tag if ":" in bento_tag else f"{settings.bento_name}:{bento_tag}"
     missing = (
-        f"bento {full} is not in {_home(settings)}: build one with the training DAG (recsys run) or "
+        f"bento {full} is not in {store_home(settings)}: build one with the training DAG (recsys run) or "
         "build_bento, and see the built ones with `recsys bento list`."
     )
     return str(_stored(settings, "bento", full, missing).tag)
-
-
-@dataclass(frozen=True)
-class BentoInfo:
-    """One recommender bento in the store, with the model it names and that model's evaluation."""
-
-    tag: str
-    model: str | None  # None unless the bento names exactly one model
-    metrics: dict[str, Any]  # the model's metadata ``metrics`` (``{}`` when absent or the model is gone)
-    data_interval_start: str | None
-    data_interval_end: str | None
-    created_at: datetime
-    is_production: bool
-    promotion: str | None = None  # the model's status: candidate, promoted or refused (labels of the model)
-    infra_validation: str | None = None  # passed or failed: this bento's newest infra validation (None: never)
-
-
-def list_bentos(settings: Settings) -> list[BentoInfo]:
-    """Every ``settings.bento_name`` bento in the store, newest first, marked when it is production."""
-    from recsys.registry.production import production_bento
-
-    bentoml = bentoml_for(settings)
-    try:
-        bentos = bentoml.bentos.list(settings.bento_name)
-    except bentoml.exceptions.NotFound:
-        bentos = []
-    current = production_bento(settings)
-    infos = []
-    for bento in sorted(bentos, key=lambda b: b.info.creation_time, reverse=True):
-        models = [str(model.tag) for model in bento.info.all_models]
-        model_tag = models[0] if len(models) == 1 else None
-        metadata: dict[str, Any] = {}
-        labels: dict[str, str] = {}
-        if model_tag is not None:
-            try:
-                stored = get_model(settings, model_tag)
-                metadata, labels = stored.metadata, stored.labels
-            except RegistryError:
-                log.warning("bento %s names model %s, which is not in the store", bento.tag, model_tag)
-        infos.append(
-            BentoInfo(
-                tag=str(bento.tag),
-                model=model_tag,
-                metrics=dict(metadata.get("metrics") or {}),
-                data_interval_start=metadata.get("data_interval_start"),
-                data_interval_end=metadata.get("data_interval_end"),
-                created_at=bento.info.creation_time,
-                is_production=str(bento.tag) == current,
-                promotion=labels.get(PROMOTION_LABEL),
-                infra_validation=_validation_status(metadata, str(bento.tag)),
-            )
-        )
-    return infos
-
-
-def _validation_status(metadata: dict[str, Any], bento_tag: str) -> str | None:
-    found = (metadata.get(INFRA_METADATA) or {}).get(bento_tag)
-    return None if not found else ("passed" if found.get("passed") else "failed")

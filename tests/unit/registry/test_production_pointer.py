@@ -23,12 +23,13 @@ from recsys.registry.production import (
     deploy,
     deploy_if_promoted,
     deployments,
+    list_bentos,
     pointer_path,
     production_bento,
     promotion_reason,
     rollback,
 )
-from recsys.registry.store import build_bento, list_bentos, save_model
+from recsys.registry.store import build_bento, save_model
 from recsys.serving.testing import ExampleArtifact
 
 METRICS_A = {"model": {"ndcg@10": 0.21, "recall@10": 0.30}, "popularity": {"ndcg@10": 0.10, "recall@10": 0.15}}
