@@ -56,7 +56,10 @@ def _day(context: dict) -> tuple[datetime, datetime]:
     catchup=True,
     max_active_runs=1,
     tags=["recsys", "features"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={
+        "retries": 2 if ORCHESTRATION.retries is None else ORCHESTRATION.retries,
+        "retry_delay": timedelta(minutes=2),
+    },
     params={"day": Param(None, type=["null", "string"], description="UTC day YYYY-MM-DD (manual runs only).")},
     doc_md=__doc__,
 )

@@ -54,7 +54,10 @@ def _week(context: dict) -> tuple[datetime, datetime]:
     catchup=False,
     max_active_runs=1,
     tags=["recsys", "training"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+    default_args={
+        "retries": 1 if ORCHESTRATION.retries is None else ORCHESTRATION.retries,
+        "retry_delay": timedelta(minutes=5),
+    },
     params={"week": Param(None, type=["null", "string"], description="Monday YYYY-MM-DD (manual runs only).")},
     doc_md=__doc__,
 )

@@ -239,6 +239,12 @@ class OrchestrationSettings(BaseModel):
     train_queue: str | None = Field(
         None, description="Celery queue of the train task, so a GPU worker can take it (None: the default queue)."
     )
+    retries: int | None = Field(
+        None,
+        ge=0,
+        description="Retries of a failed task (None: each DAG's own, features 2 after 2 min, training 1 after 5 "
+        "min; gates never retry). One-shot `airflow dags test` runs (`recsys run`/`train`, the demo) use 0.",
+    )
     infra_requests: int = Field(200, ge=1, description="Requests the infra validation sends to a new bento.")
     infra_p99_budget_ms: float = Field(
         500.0, gt=0, description="A new bento's p99 latency over those requests must stay within this budget."

@@ -46,6 +46,20 @@ def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
             assert t.retries is not None, (dag_id, t.task_id)
 
 
+def test_retries_default_per_dag_and_follow_the_settings(dagbag, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    assert dagbag.dags["recsys_features"].get_task("materialize").retries == 2
+    assert dagbag.dags["recsys_training"].get_task("train").retries == 1
+    assert dagbag.dags["recsys_features"].get_task("validate_raw").retries == 0  # a gate's refusal is final
+    from recsys.config import get_settings
+
+    monkeypatch.setenv("RECSYS_ORCHESTRATION__RETRIES", "0")  # what one-shot `airflow dags test` runs get
+    get_settings.cache_clear()
+    no_retries = DagBag(dag_folder=str(DAGS))
+    assert {t.retries for dag in no_retries.dags.values() for t in dag.tasks} == {0}
+
+
 def _assert_chain(dag, order: list[str]) -> None:
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)

@@ -6,7 +6,7 @@ one day carry injected corruption (null ids, and a retyped column whose rows ext
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -31,14 +31,19 @@ def env_settings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings()
 
 
-def test_a_corrupted_partition_fails_the_run_at_the_raw_gate(env_settings: Settings) -> None:
+def test_a_corrupted_partition_fails_the_run_at_the_raw_gate(
+    env_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a bounded schedule (as in a catchup): the day's run still creates its tasks (logical date: its own run)
+    monkeypatch.setenv("RECSYS_ORCHESTRATION__END_DATE", (DAY + timedelta(days=1)).isoformat())
     site = simulate(CFG)
     write_site(env_settings, site, corruption=inject(site, ["null_ids", "retyped_column"], DAY))
 
     with pytest.raises(DagRunFailed) as failure:
-        run_features_day(env_settings, DAY, log_file=env_settings.home / "features.log")
+        run_features_day(Settings(), DAY, log_file=env_settings.home / "features.log")
 
     assert failure.value.failed == ["validate_raw"]
+    assert "\n  validate_raw: recsys.errors.ValidationFailedError: " in str(failure.value)  # the reason, not only where
     states = task_states(env_settings, "recsys_features")
     assert states["extract"] == "success"
     assert {task: states[task] for task in DOWNSTREAM} == dict.fromkeys(DOWNSTREAM, "upstream_failed")
@@ -51,3 +56,16 @@ def test_a_corrupted_partition_fails_the_run_at_the_raw_gate(env_settings: Setti
     assert not env_settings.marts.exists()
     log = (env_settings.home / "features.log").read_text()
     assert "ValidationFailedError" in log
+
+
+def test_a_day_outside_the_schedule_is_refused_not_skipped(
+    env_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow creates no task for a run outside the DAG's dates and calls the empty run a success."""
+    monkeypatch.setenv("RECSYS_ORCHESTRATION__END_DATE", (DAY - timedelta(days=1)).isoformat())
+    write_site(env_settings, simulate(CFG))
+
+    with pytest.raises(DagRunFailed, match=r"created no task .* end_date 2026-11-01"):
+        run_features_day(Settings(), DAY, log_file=env_settings.home / "features.log")
+
+    assert not (env_settings.lake / "raw" / "events").exists()

@@ -14,9 +14,11 @@ tests/e2e/test_dags.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -35,12 +37,12 @@ from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
 from servers import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(2700)]  # measured 13-16 min on 2 cores
 DAYS = 14
 CFG = SimulationConfig(days=DAYS, n_users=15, initial_items=20, new_items_per_day=2, impressions_per_session=5)
 FIRST = CFG.start.date()
 LAST = FIRST + timedelta(days=DAYS - 1)
-TIMEOUT_S = 3600
+TIMEOUT_S = 2400
 
 
 def _api(base: str, home: Path) -> httpx.Client:
@@ -82,8 +84,17 @@ def _catch_up(settings: Settings) -> list[dict[str, Any]]:
             time.sleep(10)
         raise AssertionError(f"the catchup did not finish in {TIMEOUT_S} s: {len(_runs(client))} runs")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=120)
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop standalone and everything it started (its session's process group), killing what lingers."""
+    os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # task processes that outlived the scheduler
+    process.wait(timeout=30)
 
 
 def _one_full_run(settings: Settings) -> None:
@@ -112,7 +123,6 @@ def _online(settings: Settings, users: list[int], items: list[int]) -> dict[str,
 @pytest.fixture(scope="module")
 def homes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Settings, list[dict[str, Any]]]:
     tmp = tmp_path_factory.mktemp("catchup")
-    mp = pytest.MonkeyPatch()
     env = {
         "RECSYS_HOME": str(tmp / "scheduled"),
         "RECSYS_MODEL__BERT_CHECKPOINT": str(write_tiny_bert(tmp / "tiny_bert")),
@@ -121,17 +131,17 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Settings,
         "RECSYS_ORCHESTRATION__END_DATE": LAST.isoformat(),
         "RECSYS_ORCHESTRATION__DBT_TASKS": "single",
     }
-    for key, value in env.items():
-        mp.setenv(key, value)
-    site = simulate(CFG)
-    scheduled = Settings()
-    write_site(scheduled, site)
-    runs = _catch_up(scheduled)
-    reference = Settings(home=tmp / "reference")
-    write_site(reference, site)
-    _one_full_run(reference)
-    yield scheduled, reference, runs
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:  # undone even when the catchup fails or times out
+        for key, value in env.items():
+            mp.setenv(key, value)
+        site = simulate(CFG)
+        scheduled = Settings()
+        write_site(scheduled, site)
+        runs = _catch_up(scheduled)
+        reference = Settings(home=tmp / "reference")
+        write_site(reference, site)
+        _one_full_run(reference)
+        yield scheduled, reference, runs
 
 
 def test_the_scheduler_ran_every_day_once_in_order(homes) -> None:

@@ -23,14 +23,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def dag_runs(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("e2e")
-    for key, value in {"RECSYS_HOME": str(tmp / "home"), **small_model_env(tmp)}.items():
-        mp.setenv(key, value)
-    settings = Settings()
-    run_the_week(settings)
-    yield settings
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:  # undone even when the runs fail
+        for key, value in {"RECSYS_HOME": str(tmp / "home"), **small_model_env(tmp)}.items():
+            mp.setenv(key, value)
+        settings = Settings()
+        run_the_week(settings)
+        yield settings
 
 
 def test_every_task_of_both_dags_succeeded(dag_runs: Settings) -> None:

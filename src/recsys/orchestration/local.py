@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,31 +87,90 @@ def prepare(settings: Settings, env: dict[str, str] | None = None) -> None:
     ensure_manifest(settings)
 
 
-def run_dag_test(settings: Settings, dag_id: str, conf: dict[str, str], log_file: Path | None = None) -> None:
+def run_dag_test(
+    settings: Settings,
+    dag_id: str,
+    conf: dict[str, str],
+    log_file: Path | None = None,
+    logical_date: datetime | None = None,
+) -> None:
     """Run every task of one run of ``dag_id`` with ``airflow dags test`` (one process, no scheduler).
 
     ``conf`` names the partition (``{"day": "YYYY-MM-DD"}`` or ``{"week": "YYYY-MM-DD"}``). A failed run raises
-    a RecsysError naming the tasks that failed and the ones that did not run because of them.
+    a RecsysError naming the tasks that failed, with the exception each failed with, and the ones that did not
+    run because of them. The run's logical date is now unless given; Airflow creates only the tasks whose
+    start..end dates hold it, and a run that created none raises too (it would otherwise "succeed" empty).
     """
     env = airflow_env(settings)
+    # One-shot runs do not retry: `dags test` would sit out the DAG's retry delay (minutes) before failing the
+    # same way again. RECSYS_ORCHESTRATION__RETRIES set by the caller wins.
+    env.setdefault("RECSYS_ORCHESTRATION__RETRIES", "0")
     prepare(settings, env)
-    if _airflow(["dags", "test", dag_id, "-c", json.dumps(conf)], env, log_file) == 0:
-        return
+    when = [logical_date.isoformat()] if logical_date else []
+    if _airflow(["dags", "test", dag_id, *when, "-c", json.dumps(conf)], env, log_file) == 0:
+        if task_states(settings, dag_id):
+            return
+        raise DagRunFailed(
+            f"{dag_id} {conf}: Airflow created no task for the run: its logical date "
+            f"({logical_date or 'now'}) lies outside the DAG's start and end dates (orchestration.start_date "
+            f"{settings.orchestration.start_date}, end_date {settings.orchestration.end_date}). Run a partition "
+            "inside them, or widen them (RECSYS_ORCHESTRATION__START_DATE / __END_DATE).",
+            failed=[],
+            not_run=[],
+        )
     states = task_states(settings, dag_id)
     failed = sorted(t for t, s in states.items() if s == "failed")
     blocked = sorted(t for t, s in states.items() if s in {"upstream_failed", None})
+    reasons = failure_reasons(log_file.read_text(errors="replace")) if log_file and log_file.is_file() else {}
+    said = "".join(f"\n  {task}: {reason}" for task, reason in reasons.items())
     where = f"; see {log_file}" if log_file else ""
     raise DagRunFailed(
         f"{dag_id} {conf} failed at {', '.join(failed) or 'an unknown task'} (not run: {', '.join(blocked) or '-'})"
-        f"{where}. Fix what the failed task reports, then run the same {next(iter(conf), 'run')} again.",
+        f"{where}. Fix what the failed task reports, then run the same {next(iter(conf), 'run')} again.{said}",
         failed=failed,
         not_run=blocked,
     )
 
 
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # a structlog line; traceback lines are not
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+
+
+def failure_reasons(log: str, max_lines: int = 12) -> dict[str, str]:
+    """``{task_id: the exception it failed with}`` from an ``airflow dags test`` log: the exception of each
+    "Task failed with exception" traceback (of a chain, the last; at most ``max_lines`` of its message), under
+    the task that was running (the last attempt's, if it retried)."""
+    reasons: dict[str, str] = {}
+    task = "?"
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if started := _TASK_START.search(line):
+            task = started.group(1)
+        elif "Task failed with exception" in line:
+            block: list[str] = []
+            for following in lines[i + 1 :]:
+                if _LOG_LINE.match(following):
+                    break
+                block.append(following)
+            tracebacks = [n for n, b in enumerate(block) if b.startswith("Traceback")]
+            after = block[tracebacks[-1] + 1 :] if tracebacks else block
+            first = next((n for n, b in enumerate(after) if b.strip() and not b[0].isspace()), None)
+            if first is not None:
+                message = [b for b in after[first:] if b.strip()]
+                clipped = message[:max_lines] + (["..."] if len(message) > max_lines else [])
+                reasons[task] = "\n    ".join(clipped)
+    return reasons
+
+
 def run_features_day(settings: Settings, day: date, log_file: Path | None = None) -> None:
-    """``recsys_features`` for one UTC day."""
-    run_dag_test(settings, FEATURES_DAG, {"day": day.isoformat()}, log_file)
+    """``recsys_features`` for one UTC day.
+
+    With an ``orchestration.end_date`` the DAG's tasks end at its last partition's run, so the run takes the
+    day's own run time (the day after it, 00:00 UTC) as its logical date rather than now, which lies past it.
+    """
+    end = settings.orchestration.end_date
+    logical = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC) if end else None
+    run_dag_test(settings, FEATURES_DAG, {"day": day.isoformat()}, log_file, logical)
 
 
 def run_training_week(settings: Settings, monday: date, log_file: Path | None = None) -> None:
