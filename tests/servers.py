@@ -7,10 +7,15 @@ conftest.py was imported first.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +62,86 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class MariaDBServer:
+    """A private ``mariadbd`` (its own datadir, port and socket under ``root``) that a test may kill and restart.
+
+    Never the shared server on 3306, which other tests use. ``kill()`` is SIGKILL (a crash: InnoDB recovers on
+    the next ``start()``); root has no password, as on the shared server.
+    """
+
+    def __init__(self, root: Path) -> None:
+        search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+        daemon, install = shutil.which("mariadbd", path=search), shutil.which("mariadb-install-db", path=search)
+        if daemon is None or install is None:
+            unavailable("a private MariaDB (mariadbd and mariadb-install-db, Debian package mariadb-server)")
+        self.daemon, self.install = str(daemon), str(install)
+        self.root = root
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        as_root = ["--user=root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+        self._user = as_root
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of the server (no database part)."""
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}"
+
+    def _initialise(self) -> None:
+        done = subprocess.run(
+            [self.install, "--no-defaults", f"--datadir={self.root / 'data'}", "--skip-test-db",
+             "--auth-root-authentication-method=normal", *self._user],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if done.returncode != 0:
+            unavailable(f"a private MariaDB (mariadb-install-db failed: {done.stderr[-300:]})")
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start (initialising the datadir the first time) and wait until it answers ``SELECT 1``."""
+        if not (self.root / "data" / "mysql").is_dir():
+            self._initialise()
+        log = (self.root / "mariadbd.log").open("ab")
+        self.proc = subprocess.Popen(
+            [self.daemon, "--no-defaults", f"--datadir={self.root / 'data'}", f"--port={self.port}",
+             "--bind-address=127.0.0.1", f"--socket={self.root / 'mysqld.sock'}",
+             f"--pid-file={self.root / 'mysqld.pid'}", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
+             *self._user],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = (self.root / "mariadbd.log").read_text(errors="replace")[-400:]
+                unavailable(f"a private MariaDB on port {self.port} (exited: {tail})")
+            if self.answers():
+                return
+            time.sleep(0.1)
+        self.stop()
+        unavailable(f"a private MariaDB on port {self.port} (no answer within {timeout_s:.0f} s)")
+
+    def answers(self) -> bool:
+        import pymysql
+
+        try:
+            pymysql.connect(host="127.0.0.1", port=self.port, user="root", connect_timeout=1).close()
+            return True
+        except pymysql.err.OperationalError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the server and wait for it: every connection drops, the port refuses new ones."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM), killed if it takes over 30 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()

@@ -150,6 +150,37 @@ class ServingSettings(BaseModel):
     api_key_file: Path | None = Field(None, description="A file holding the API key (a mounted secret).")
 
 
+class RetryPolicy(BaseModel):
+    """Bounded retries with exponential backoff for one kind of connection error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(3, ge=1, description="Tries in all, the first one included (1: no retry).")
+    backoff_s: float = Field(1.0, ge=0, description="Wait before the second try; doubled before each later one.")
+    max_backoff_s: float = Field(30.0, ge=0, description="Longest wait between two tries.")
+
+    def delays(self) -> list[float]:
+        """The waits between consecutive tries (``attempts - 1`` of them)."""
+        return [min(self.backoff_s * 2**n, self.max_backoff_s) for n in range(self.attempts - 1)]
+
+
+class RetrySettings(BaseModel):
+    """Retries of the connections a run opens (``retries:`` in the YAML, ``RECSYS_RETRIES__SOURCE__ATTEMPTS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="Extraction from a source database (MariaDB/MySQL, SQLite, MongoDB): a connection refused or "
+        "lost mid-extract retries the whole interval; no partition is written until one try succeeds.",
+    )
+    online_store: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="Materialization into the online store (Redis): a refused or lost connection retries the "
+        "materialization chunk (writes are idempotent and order-safe).",
+    )
+
+
 class PostgresSettings(BaseModel):
     """The PostgreSQL warehouse: server, database, and the schemas of the raw tables and the dbt models."""
 
@@ -404,6 +435,7 @@ class Settings(BaseSettings):
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    retries: RetrySettings = Field(default_factory=RetrySettings)
     model: ModelSettings = ModelSettings()
     serving: ServingSettings = ServingSettings()
 

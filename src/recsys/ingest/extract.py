@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -21,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import MetaData, Table, select
-from sqlalchemy.exc import NoSuchTableError
+from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
 
 from recsys import lake
-from recsys.errors import ExtractError, IntervalError
+from recsys.errors import ExtractError, IntervalError, SourceUnavailableError
 from recsys.lake import EXTRA, INTERVAL_COLUMN, KEYS, RAW_SCHEMAS, TS
 from recsys.sources import mongo
-from recsys.sources.db import source_engine
+from recsys.sources.db import describe_url, first_line, source_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -71,7 +72,7 @@ Batch = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
 
 
 def _sql_batches(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[Batch]:
-    engine = source_engine(settings)
+    engine = source_engine(settings, retries=1)  # extract_interval retries the whole interval
     try:
         tbl = _live_table(engine, table)
         for needed in (INTERVAL_COLUMN[table], *KEYS[table]):
@@ -118,7 +119,7 @@ def _columns_of(docs: list[dict[str, Any]], contract: list[str]) -> Batch:
 
 def source_batches(settings: Settings, table: str, start: datetime, end: datetime, batch: int) -> Iterator[Batch]:
     """Batches of ``table`` rows whose interval column is in ``[start, end)``, from wherever the config keeps them."""
-    if (table, "mongo") in {("items", settings.items_source), ("events", settings.events_source)}:
+    if _uses_mongo(settings, table):
         return _mongo_batches(settings, table, start, end, batch)
     return _sql_batches(settings, table, start, end, batch)
 
@@ -195,15 +196,50 @@ def _write_quarantine(path: Path, bad: list[dict[str, Any]]) -> None:
 def extract_interval(
     settings: Settings, table: str, start: datetime, end: datetime, batch_size: int = 50_000
 ) -> ExtractResult:
-    """Extract ``[start - overlap, end)`` of ``table`` into the partition keyed by ``start``; replaces it."""
+    """Extract ``[start - overlap, end)`` of ``table`` into the partition keyed by ``start``; replaces it.
+
+    A source that refuses or loses the connection is retried as ``settings.retries.source`` says, the whole
+    interval each time; the partition appears only when one try has read every row. After the last try
+    :class:`SourceUnavailableError` names the source and what to do, and nothing was written.
+    """
     if table not in RAW_SCHEMAS:
         raise ExtractError(f"unknown source table {table!r}; expected one of {sorted(RAW_SCHEMAS)}.")
     try:
         start, end = lake.check_interval(start, end)
     except IntervalError as exc:
         raise ExtractError(str(exc)) from exc
-    schema = lake.partition_schema(table)
     target = lake.partition_path(settings.lake, table, start)
+    policy = settings.retries.source
+    delays = policy.delays()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            rows, quarantine = _write_partition(settings, table, start, end, target, batch_size)
+            break
+        except Exception as exc:
+            if not _source_lost(exc):
+                raise
+            log.warning(
+                "extract %s %s: source %s lost (attempt %d/%d): %s",
+                table, f"{start:%Y-%m-%d}", _source_name(settings, table), attempt, policy.attempts, first_line(exc),
+            )  # fmt: skip
+            if attempt == policy.attempts:
+                raise _gave_up(settings, table, start, end, policy.attempts, exc) from exc
+            time.sleep(delays[attempt - 1])
+    qpath = lake.quarantined_rows_path(settings.lake, table, start)
+    if quarantine:
+        _write_quarantine(qpath, quarantine)
+        log.warning("%s %s: quarantined %d rows -> %s", table, f"{start:%Y-%m-%d}", len(quarantine), qpath)
+    elif qpath.exists():
+        shutil.rmtree(qpath.parent)  # a re-run after a fix clears the stale quarantine of this interval
+    log.info("extracted %s [%s, %s): %d rows -> %s", table, start, end, rows, target)
+    return ExtractResult(table, target, rows, len(quarantine))
+
+
+def _write_partition(
+    settings: Settings, table: str, start: datetime, end: datetime, target: Path, batch_size: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """One try: every row of the interval into a temporary file, renamed onto ``target`` only when complete."""
+    schema = lake.partition_schema(table)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     quarantine: list[dict[str, Any]] = []
@@ -221,14 +257,47 @@ def extract_interval(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    qpath = lake.quarantined_rows_path(settings.lake, table, start)
-    if quarantine:
-        _write_quarantine(qpath, quarantine)
-        log.warning("%s %s: quarantined %d rows -> %s", table, f"{start:%Y-%m-%d}", len(quarantine), qpath)
-    elif qpath.exists():
-        shutil.rmtree(qpath.parent)  # a re-run after a fix clears the stale quarantine of this interval
-    log.info("extracted %s [%s, %s): %d rows -> %s", table, start, end, rows, target)
-    return ExtractResult(table, target, rows, len(quarantine))
+    return rows, quarantine
+
+
+def _source_lost(exc: BaseException) -> bool:
+    """A refused, dropped or timed-out source connection (worth a retry), not a bug or a schema problem."""
+    if isinstance(exc, SourceUnavailableError | OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if type(exc).__module__.startswith("pymongo"):
+        from pymongo.errors import ConnectionFailure
+
+        return isinstance(exc, ConnectionFailure)
+    return False
+
+
+def _uses_mongo(settings: Settings, table: str) -> bool:
+    return (table, "mongo") in {("items", settings.items_source), ("events", settings.events_source)}
+
+
+def _source_name(settings: Settings, table: str) -> str:
+    """The source of ``table`` for messages: its URL without the password."""
+    if _uses_mongo(settings, table):
+        return f"MongoDB {mongo.describe(settings)}"
+    assert settings.source_url is not None
+    return f"database {describe_url(settings.source_url.get_secret_value())}"
+
+
+def _gave_up(
+    settings: Settings, table: str, start: datetime, end: datetime, attempts: int, exc: BaseException
+) -> SourceUnavailableError:
+    setting = "RECSYS_MONGO_URL" if _uses_mongo(settings, table) else "RECSYS_SOURCE_URL"
+    cause = exc.__cause__ if isinstance(exc, SourceUnavailableError) and exc.__cause__ else exc  # the driver's own
+    return SourceUnavailableError(
+        f"extracting {table} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC failed: source "
+        f"{_source_name(settings, table)} was unreachable or dropped the connection on each of {attempts} tries "
+        f"(last: {first_line(cause)}). No partition was written for this interval. Start the source (and check "
+        f"that {setting} names the right host, port and database), then re-run the interval: the re-run writes "
+        "the same partition as a run without the outage. More tries: retries.source.attempts "
+        "(RECSYS_RETRIES__SOURCE__ATTEMPTS)."
+    )
 
 
 def extract_all(settings: Settings, start: datetime, end: datetime) -> dict[str, ExtractResult]:

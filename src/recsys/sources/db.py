@@ -25,30 +25,43 @@ def describe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def source_engine(settings: Settings, retries: int = 3, backoff_s: float = 1.0) -> Engine:
-    """An engine for the events/users database, checked with ``SELECT 1`` (bounded retries)."""
+def source_engine(settings: Settings, retries: int | None = None, backoff_s: float | None = None) -> Engine:
+    """An engine for the events/users database, checked with ``SELECT 1`` (bounded retries).
+
+    ``retries`` (tries in all) and ``backoff_s`` default to ``settings.retries.source``.
+    """
     assert settings.source_url is not None
+    policy = settings.retries.source
+    if retries is not None:
+        policy = policy.model_copy(update={"attempts": retries})
+    if backoff_s is not None:
+        policy = policy.model_copy(update={"backoff_s": backoff_s})
     url = settings.source_url.get_secret_value()
     if url.startswith("sqlite"):
         _ensure_parent(make_url(url).database or "")
     engine = create_engine(url, pool_pre_ping=True, future=True)
     last: Exception | None = None
-    for attempt in range(1, retries + 1):
+    delays = policy.delays()
+    for attempt in range(1, policy.attempts + 1):
         try:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return engine
         except OperationalError as exc:
             last = exc
-            log.warning("source %s unreachable (attempt %d/%d)", describe_url(url), attempt, retries)
-            if attempt < retries:
-                time.sleep(backoff_s * 2 ** (attempt - 1))
+            log.warning("source %s unreachable (attempt %d/%d)", describe_url(url), attempt, policy.attempts)
+            if attempt < policy.attempts:
+                time.sleep(delays[attempt - 1])
     engine.dispose()
-    reason = str(getattr(last, "orig", last)).splitlines()[0]
     raise SourceUnavailableError(
-        f"cannot reach source database {describe_url(url)} after {retries} attempts ({reason}). "
+        f"cannot reach source database {describe_url(url)} after {policy.attempts} attempts ({first_line(last)}). "
         "Check that the server is running and RECSYS_SOURCE_URL names the right host, port and database."
-    )
+    ) from last
+
+
+def first_line(exc: BaseException | None) -> str:
+    """The driver's own message of ``exc`` (SQLAlchemy wraps it as ``orig``), first line only."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0] if exc is not None else ""
 
 
 def _ensure_parent(path: str) -> None:

@@ -14,6 +14,16 @@ if TYPE_CHECKING:
     from recsys.config import Settings
 
 
+def describe(settings: Settings) -> str:
+    """``host:port/db`` of the configured MongoDB, for messages (no credentials)."""
+    from pymongo.uri_parser import parse_uri
+
+    if settings.mongo_url is None:
+        return f"(RECSYS_MONGO_URL unset)/{settings.mongo_db}"
+    nodes = parse_uri(settings.mongo_url.get_secret_value())["nodelist"]
+    return ",".join(f"{h}:{p}" for h, p in nodes) + f"/{settings.mongo_db}"
+
+
 def mongo_database(settings: Settings, timeout_ms: int = 3000) -> Database[dict[str, Any]]:
     """The configured MongoDB database, pinged once so an unreachable server fails here, clearly."""
     from pymongo import MongoClient
