@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
     from feast.data_source import DataSource
     from feast.feast_object import FeastObject
+
+log = logging.getLogger(__name__)
 
 PROJECT = "recsys"
 ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast 0.67 deprecates anything below 3
@@ -232,10 +236,63 @@ def materialize(
     selected = _views(store, views)
     _require_sources(settings, selected)
     for lo, hi in windows(start, end, chunk):
+        _materialize_chunk(settings, store, lo, hi, [v.name for v in selected])
+
+
+def _materialize_chunk(settings: Settings, store: FeatureStore, lo: datetime, hi: datetime, views: list[str]) -> None:
+    """One chunk, tried again as ``settings.retries.online_store`` says when the online store's connection fails.
+
+    A retry re-writes the chunk whole: the writes are upserts of the same rows (order-safe), so a chunk cut off
+    by a lost connection and written again leaves what one uninterrupted write leaves.
+    """
+    policy = settings.retries.online_store
+    delays = policy.delays()
+    for attempt in range(1, policy.attempts + 1):
         try:
-            store.materialize(start_date=lo, end_date=hi, feature_views=[v.name for v in selected])
+            store.materialize(start_date=lo, end_date=hi, feature_views=views)
+            return
         except Exception as exc:
-            raise FeatureStoreError(f"Materializing [{lo}, {hi}] into the online store failed: {exc}") from exc
+            lost = _online_store_lost(exc)
+            if lost is None:
+                raise FeatureStoreError(f"Materializing [{lo}, {hi}] into the online store failed: {exc}") from exc
+            log.warning("materialize [%s, %s]: online store lost (attempt %d/%d): %s", lo, hi, attempt,
+                        policy.attempts, lost)  # fmt: skip
+            if attempt == policy.attempts:
+                raise FeatureStoreError(
+                    f"Materializing [{lo}, {hi}] failed: the online store ({_describe_online(settings)}) refused or "
+                    f"dropped the connection on each of {policy.attempts} tries (last: {lost}). Views written "
+                    "before the loss may hold part of the window; the materialization is not recorded as done, so "
+                    "the freshness check fails until it is. Start the online store (check RECSYS_REDIS_URL), then "
+                    "re-run the materialization for the same day (`recsys run DAY`, or clear the materialize task): "
+                    "its writes are idempotent and order-safe, so the re-run leaves the online values of a run "
+                    "without the outage. More tries: retries.online_store.attempts "
+                    "(RECSYS_RETRIES__ONLINE_STORE__ATTEMPTS)."
+                ) from exc
+            time.sleep(delays[attempt - 1])
+
+
+def _online_store_lost(exc: BaseException) -> str | None:
+    """The connection error (Redis refused, reset, timed out) behind ``exc``, as text; None for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__module__.startswith("redis"):
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import TimeoutError as RedisTimeoutError
+
+            if isinstance(current, RedisConnectionError | RedisTimeoutError):
+                return f"{type(current).__name__}: {str(current).splitlines()[0] if str(current) else ''}"
+        if isinstance(current, ConnectionError | TimeoutError):
+            return f"{type(current).__name__}: {current}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _describe_online(settings: Settings) -> str:
+    if settings.online_store == "redis":
+        return f"Redis at {settings.redis_url.split(',')[0]}"  # the options after the first comma may hold a password
+    return f"SQLite {settings.online_sqlite_path}"
 
 
 def materialized_until(store: FeatureStore, views: Iterable[str]) -> dict[str, datetime | None]:
