@@ -203,10 +203,16 @@ def _alive(base_url: str) -> bool:
 
 
 @pytest.mark.slow
-def test_recsys_serve_runs_the_production_bento_until_sigterm(home: Built, tmp_path: Path) -> None:
+def test_after_a_bad_deploy_one_rollback_and_recsys_serve_runs_the_previous_bento_until_sigterm(
+    home: Built, tmp_path: Path
+) -> None:
+    """A bad deploy (B) undone by one `recsys bento rollback`: a served request shows A's model version."""
     from recsys.registry.serve import free_port, recommend_http
 
     deploy(home.settings, home.bento_a)  # the older bento, not the latest build
+    deploy(home.settings, home.bento_b)  # the bad deploy
+    back = runner.invoke(cli.app, ["bento", "rollback"])
+    assert (back.exit_code, back.output) == (0, f"{home.bento_b} -> {home.bento_a} (model {home.model_a})\n")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | {
         "RECSYS_HOME": str(home.home),
@@ -239,6 +245,6 @@ def test_recsys_serve_runs_the_production_bento_until_sigterm(home: Built, tmp_p
                 child.kill()
         log.close()
 
-    assert answer["model_version"] == home.model_a
+    assert answer["model_version"] == home.model_a != home.model_b
     assert code in (0, 128 + signal.SIGTERM), (tmp_path / "serve.log").read_text()[-3000:]
     assert not _alive(base_url)  # the server and its workers are gone
