@@ -260,12 +260,23 @@ def _write_partition(
     return rows, quarantine
 
 
+# MySQL/MariaDB error codes of a lost, refused or contended connection: worth another try. Any other error
+# (an unknown column, access denied) fails at once with the server's own message.
+MYSQL_TRANSIENT = frozenset({1040, 1053, 1152, 1153, 1158, 1159, 1160, 1161, 1205, 1213, 2002, 2003, 2006, 2013, 2055})
+SQLITE_TRANSIENT = ("database is locked", "unable to open database file", "disk i/o error")
+
+
 def _source_lost(exc: BaseException) -> bool:
     """A refused, dropped or timed-out source connection (worth a retry), not a bug or a schema problem."""
-    if isinstance(exc, SourceUnavailableError | OperationalError):
+    if isinstance(exc, SourceUnavailableError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
+    if isinstance(exc, OperationalError):
+        code = next(iter(getattr(exc.orig, "args", ())), None)
+        if isinstance(code, int):  # PyMySQL / mysqlclient: (code, message)
+            return code in MYSQL_TRANSIENT
+        return any(marker in str(exc.orig).lower() for marker in SQLITE_TRANSIENT)
     if type(exc).__module__.startswith("pymongo"):
         from pymongo.errors import ConnectionFailure
 

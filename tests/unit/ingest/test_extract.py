@@ -1,9 +1,11 @@
 import hashlib
 import json
+import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pymysql
 import pytest
 from sqlalchemy import text
 
@@ -123,3 +125,22 @@ def test_late_data_overlap_rereads_the_previous_hours(site_settings: Settings) -
     wide_rows = extract_interval(wide, "events", start, end).rows
     assert wide_rows > narrow_rows
     assert datetime(2026, 11, 2, tzinfo=UTC) == start
+
+
+@pytest.mark.parametrize(
+    ("driver_error", "retried"),
+    [
+        (pymysql.err.OperationalError(2013, "Lost connection to server during query"), True),
+        (pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1'"), True),
+        (pymysql.err.OperationalError(1054, "Unknown column 'occurred_at' in 'SELECT'"), False),
+        (pymysql.err.OperationalError(1045, "Access denied for user 'root'@'localhost'"), False),
+        (sqlite3.OperationalError("database is locked"), True),
+        (sqlite3.OperationalError("no such column: occurred_at"), False),
+    ],
+)
+def test_only_a_lost_or_refused_connection_is_retried(driver_error: Exception, retried: bool) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from recsys.ingest.extract import _source_lost
+
+    assert _source_lost(OperationalError("SELECT ...", {}, driver_error)) is retried
