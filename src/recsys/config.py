@@ -214,7 +214,6 @@ class SparkSettings(BaseModel):
     cluster: str | None = Field(None, description="Cluster id of the http method.")
     schema_name: str = Field("analytics", description="Spark database of the dbt models (staging views, marts).")
     raw_schema: str = Field("raw", description="Spark database of the raw tables over the lake.")
-    file_format: str = Field("parquet", description="File format of the dbt tables (parquet, delta, iceberg).")
     spark_conf: dict[str, str] = Field(
         default_factory=lambda: {
             "spark.master": "spark://spark-master.recsys.svc:7077",

@@ -71,7 +71,8 @@ def transform_stage(settings: Settings, start: datetime, end: datetime) -> dict[
             copied = sync_raw(settings.lake, settings.warehouse.postgres)
             result = build(settings, target="postgres", interval=(start, end))
             return {**result.summary(), "raw_partitions_copied": copied}
-        result = build(settings, target="duckdb", interval=(start, end))
+        # spark: the raw tables are the metastore's tables over the lake (docs/scale-out.md); dbt-spark builds on them
+        result = build(settings, target=settings.warehouse.target, interval=(start, end))
     return result.summary()
 
 
