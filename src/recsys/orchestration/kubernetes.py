@@ -4,7 +4,7 @@ tasks as ``KubernetesPodOperator`` pods running ``recsys stage <task> <day|week>
 Everything here is built from ``orchestration.kubernetes`` (:class:`~recsys.config.KubernetesSettings`):
 
 - :func:`airflow_env` and :func:`worker_pod_template`: what Airflow's deployment sets (``AIRFLOW__*`` env, the
-  ``pod_template_file`` every task's worker pod starts from); ``recsys scale render`` writes them to files;
+  ``pod_template_file`` every task's worker pod starts from), for the deployment to write out;
 - :func:`pod_task`: the operator a DAG uses for a task of ``kubernetes.pod_tasks`` when
   ``orchestration.executor`` is ``kubernetes``: the same stage function, run by the CLI in a pod with that task's
   resources, its day or week rendered from the run (:func:`period_argument`), its summary pushed as the XCom;
