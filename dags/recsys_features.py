@@ -17,8 +17,10 @@ The dbt task group is rendered from the parsed dbt manifest (run ``recsys dbt pa
 its tasks share the pool ``orchestration.dbt_pool``, which needs one slot with DuckDB (one writer at a time):
 ``airflow pools set recsys_dbt 1 "dbt: one writer of the DuckDB warehouse"``.
 
-Each task is a thin wrapper over a ``recsys.pipeline`` stage: the same function the CLI and the tests call.
-Configuration comes from ``RECSYS_*`` environment variables (or the YAML file named by ``RECSYS_CONFIG``).
+Each task is a thin wrapper over a ``recsys.pipeline`` stage: the same function the CLI and the tests call; with
+``orchestration.executor: kubernetes`` the tasks of ``orchestration.kubernetes.pod_tasks`` run that stage as
+``recsys stage <task> <day>`` in a pod of the recsys image (docs/scale-out.md). Configuration comes from
+``RECSYS_*`` environment variables (or the YAML file named by ``RECSYS_CONFIG``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from recsys.config import get_settings
 from recsys.orchestration.assets import FEATURES
 from recsys.orchestration.dbt import GROUP_ID as DBT_GROUP_ID
 from recsys.orchestration.dbt import task_group_args as dbt_task_group_args
+from recsys.orchestration.kubernetes import task_or_pod, user_defined_macros
 
 SETTINGS = get_settings()  # settings only: no connection, no heavy import at parse time
 ORCHESTRATION = SETTINGS.orchestration
@@ -61,6 +64,7 @@ def _day(context: dict) -> tuple[datetime, datetime]:
         "retry_delay": timedelta(minutes=2),
     },
     params={"day": Param(None, type=["null", "string"], description="UTC day YYYY-MM-DD (manual runs only).")},
+    user_defined_macros=user_defined_macros(),
     doc_md=__doc__,
 )
 def recsys_features() -> None:
@@ -98,7 +102,7 @@ def recsys_features() -> None:
     if ORCHESTRATION.dbt_tasks == "per_model":
         dbt = [dbt_prepare(), DbtTaskGroup(group_id=DBT_GROUP_ID, **dbt_task_group_args(SETTINGS)), dbt_finish()]
     else:
-        dbt = [dbt_build()]
+        dbt = [task_or_pod(SETTINGS, dbt_build)]
 
     @task(retries=0)
     def validate_marts(**context) -> dict:  # noqa: ANN003
@@ -124,14 +128,15 @@ def recsys_features() -> None:
 
         return freshness_stage(get_settings(), *_day(context))
 
+    # On Kubernetes the tasks of orchestration.kubernetes.pod_tasks run as pods of the recsys image (same stages).
     chain(
-        extract(),
-        validate_raw(),
+        task_or_pod(SETTINGS, extract),
+        task_or_pod(SETTINGS, validate_raw),
         *dbt,
-        validate_marts(),
-        encode_items(),
-        materialize(),
-        check_freshness(),
+        task_or_pod(SETTINGS, validate_marts),
+        task_or_pod(SETTINGS, encode_items),
+        task_or_pod(SETTINGS, materialize),
+        task_or_pod(SETTINGS, check_freshness),
     )
 
 

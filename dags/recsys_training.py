@@ -11,7 +11,9 @@ BentoML model store (candidate) → promotion gate (does it beat production on t
 stored on the model) → versioned bento → infra validation (served on a free port: readiness, a known user, an
 unknown user, a bad request, p99 within budget) → deploy (the production pointer ``recsys serve`` runs).
 
-Each task is a thin wrapper over a ``recsys.pipeline`` stage: the same function the CLI and the tests call.
+Each task is a thin wrapper over a ``recsys.pipeline`` stage: the same function the CLI and the tests call; with
+``orchestration.executor: kubernetes`` the tasks of ``orchestration.kubernetes.pod_tasks`` run that stage as
+``recsys stage <task> <week>`` in a pod of the recsys image (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from airflow.sdk import (
 
 from recsys.config import get_settings
 from recsys.orchestration.assets import BENTO, FEATURES, MODEL
+from recsys.orchestration.kubernetes import task_or_pod, train_tasks, user_defined_macros
 
-ORCHESTRATION = get_settings().orchestration  # settings only: no connection, no heavy import at parse time
+SETTINGS = get_settings()  # settings only: no connection, no heavy import at parse time
+ORCHESTRATION = SETTINGS.orchestration
 WEEK_OF_DAYS = RollupMapper(
     upstream_mapper=StartOfWeekMapper(input_format="%Y-%m-%d", output_format="%Y-%m-%d"),
     window=WeekWindow(),
@@ -59,6 +63,7 @@ def _week(context: dict) -> tuple[datetime, datetime]:
         "retry_delay": timedelta(minutes=5),
     },
     params={"week": Param(None, type=["null", "string"], description="Monday YYYY-MM-DD (manual runs only).")},
+    user_defined_macros=user_defined_macros(),
     doc_md=__doc__,
 )
 def recsys_training() -> None:
@@ -112,7 +117,9 @@ def recsys_training() -> None:
         return deploy_stage(get_settings(), _week(context)[0], bento_tag, model_tag)
 
     model_tag = register()
-    chain(training_set(), train(), evaluate(), model_tag)
+    # On Kubernetes the tasks of orchestration.kubernetes.pod_tasks run as pods of the recsys image; train as one
+    # pod per TensorFlow worker when orchestration.kubernetes.train_workers > 1 (MultiWorkerMirroredStrategy).
+    chain(task_or_pod(SETTINGS, training_set), train_tasks(SETTINGS, train), task_or_pod(SETTINGS, evaluate), model_tag)
     bento_tag = build_bento(model_tag)
     chain(promote(model_tag), bento_tag, infra_validate(bento_tag), deploy(bento_tag, model_tag))
 

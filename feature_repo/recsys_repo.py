@@ -7,7 +7,8 @@ One set of definitions, two readers:
   Parquet paths relative to this directory, which Feast resolves against the repo path.
 - the library (``recsys.features.store``) calls :func:`definitions` with the sources of the configured
   warehouse, built from ``recsys.config.Settings``: :func:`file_sources` over the Parquet marts and the
-  embeddings file (``duckdb``), or :func:`postgres_sources` over the mart tables (``postgres``).
+  embeddings file (``duckdb``), :func:`postgres_sources` over the mart tables (``postgres``), or
+  :func:`spark_sources` over the Spark tables (``spark``, scale-out).
 
 Source names are the same in both, so the feature views and services do not change. Importing this module reads
 no environment variable and no file. Shapes: docs/contracts.md.
@@ -60,6 +61,19 @@ def postgres_sources(schema: str) -> dict[str, DataSource]:
             table=f"{_quoted(schema)}.{_quoted(name)}",
             timestamp_field=TIMESTAMP,
             description=DESCRIPTIONS[name],
+        )
+        for name in SOURCES
+    }
+
+
+def spark_sources(database: str) -> dict[str, DataSource]:
+    """The batch sources as Spark tables ``<database>.<name>`` (where dbt-spark builds the marts; the item embeddings
+    table is written there too). Feast's Spark offline store reads them through the configured metastore."""
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    return {
+        name: SparkSource(
+            name=name, table=f"{database}.{name}", timestamp_field=TIMESTAMP, description=DESCRIPTIONS[name]
         )
         for name in SOURCES
     }

@@ -154,6 +154,32 @@ def backfill(
             typer.echo(f"{day}: {'already done, skipped' if summary is None else 'features done'}")
 
 
+@app.command("stage")
+def run_stage(
+    task: Annotated[str, typer.Argument(help="A DAG task id: extract, dbt_build, encode_items, train, ...")],
+    period_start: Annotated[
+        datetime, typer.Argument(formats=["%Y-%m-%d"], help="The day (features) or the week's Monday (training).")
+    ],
+    result_file: Annotated[
+        Path | None, typer.Option(help="Also write the summary here (/airflow/xcom/return.json in a pod).")
+    ] = None,
+) -> None:
+    """Run one DAG task's stage for its day or week in this process (a Kubernetes pod task runs this) and print its
+    summary as JSON."""
+    from recsys.orchestration.context import interval
+    from recsys.pipeline import INTERVAL_STAGES
+
+    if task not in INTERVAL_STAGES:
+        raise typer.BadParameter(f"{task!r} is not one of {', '.join(INTERVAL_STAGES)}.", param_hint="TASK")
+    period, stage_function = INTERVAL_STAGES[task]
+    start, end = interval({"params": {period: period_start.date().isoformat()}}, period)
+    summary = json.dumps(stage_function(get_settings(), start, end), default=str, sort_keys=True)
+    if result_file is not None:
+        result_file.parent.mkdir(parents=True, exist_ok=True)
+        result_file.write_text(summary)
+    typer.echo(summary)
+
+
 @app.command("run")
 def run_dag(day: Day) -> None:
     """Run recsys_features for one UTC day with `airflow dags test` (embedded Airflow, no scheduler)."""

@@ -229,20 +229,122 @@ class PostgresSettings(BaseModel):
         }
 
 
+class SparkSettings(BaseModel):
+    """The Spark warehouse (``warehouse.target: spark``): dbt through a Spark Thrift server (or a Databricks SQL
+    endpoint over ``http``), and Feast's Spark offline store reading the same tables through the Hive metastore."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["thrift", "http"] = Field(
+        "thrift", description="dbt-spark connection: a Spark Thrift server, or HTTP (Databricks: host, token, cluster)."
+    )
+    host: str = "spark-thrift.recsys.svc"
+    port: int = Field(10000, description="Thrift server port (443 for http).")
+    user: str | None = Field(None, description="Thrift user (None: the server's default).")
+    token: SecretStr | None = Field(None, description="Personal access token of the http method.")
+    cluster: str | None = Field(None, description="Cluster id of the http method.")
+    schema_name: str = Field("analytics", description="Spark database of the dbt models (staging views, marts).")
+    raw_schema: str = Field("raw", description="Spark database of the raw tables over the lake.")
+    spark_conf: dict[str, str] = Field(
+        default_factory=lambda: {
+            "spark.master": "spark://spark-master.recsys.svc:7077",
+            "spark.sql.catalogImplementation": "hive",
+            "spark.hadoop.hive.metastore.uris": "thrift://hive-metastore.recsys.svc:9083",
+            "spark.sql.session.timeZone": "UTC",
+        },
+        description="Spark session of Feast's offline store: the same metastore as the Thrift server, UTC days.",
+    )
+    staging_location: str | None = Field(
+        None, description="Where Feast's Spark store stages materialization output (e.g. s3a://bucket/feast)."
+    )
+
+    def dbt_env(self) -> dict[str, str]:
+        """The env vars ``dbt/profiles.yml`` reads for the spark target."""
+        return {
+            "RECSYS_SPARK_METHOD": self.method,
+            "RECSYS_SPARK_HOST": self.host,
+            "RECSYS_SPARK_PORT": str(self.port),
+            "RECSYS_SPARK_USER": self.user or "",
+            "RECSYS_SPARK_TOKEN": self.token.get_secret_value() if self.token else "",
+            "RECSYS_SPARK_CLUSTER": self.cluster or "",
+            "RECSYS_SPARK_SCHEMA": self.schema_name,
+        }
+
+
 class WarehouseSettings(BaseModel):
     """Where dbt builds the marts and where Feast's offline store reads them (``RECSYS_WAREHOUSE__*``).
 
     ``duckdb`` (default): the DuckDB file ``duckdb_path`` reads the raw lake in place and exports each mart as
     ``{marts_dir}/<mart>.parquet``. ``postgres``: the raw partitions are copied into ``postgres.raw_schema``
-    and the marts are tables in ``postgres.schema_name``.
+    and the marts are tables in ``postgres.schema_name``. ``spark`` (scale-out, configuration only: see
+    docs/scale-out.md): the marts are tables in ``spark.schema_name``, built through dbt-spark and read by Feast's
+    Spark offline store.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    target: Literal["duckdb", "postgres"] = "duckdb"
+    target: Literal["duckdb", "postgres", "spark"] = "duckdb"
     duckdb_path: Path | None = Field(None, description="DuckDB file of the warehouse ({home}/warehouse.duckdb).")
     marts_dir: Path | None = Field(None, description="Parquet exports of the marts Feast reads (default {home}/marts).")
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+
+
+class PodResources(BaseModel):
+    """Requests (and limits) of one task's pod: cpu and memory as Kubernetes quantities, whole GPUs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: str = "1"
+    memory: str = "4Gi"
+    gpu: int = Field(0, ge=0, description="nvidia.com/gpu limit (0: none).")
+
+
+def _default_pod_tasks() -> dict[str, PodResources]:
+    return {
+        "encode_items": PodResources(cpu="2", memory="8Gi"),
+        "training_set": PodResources(cpu="2", memory="8Gi"),
+        "train": PodResources(cpu="4", memory="16Gi", gpu=1),
+        "evaluate": PodResources(cpu="2", memory="8Gi"),
+    }
+
+
+class KubernetesSettings(BaseModel):
+    """Pods of the KubernetesExecutor and of the heavy tasks, which run the ``recsys`` CLI image
+    (``RECSYS_ORCHESTRATION__KUBERNETES__*``; used when ``orchestration.executor`` is ``kubernetes``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = "recsys"
+    image: str = Field("ghcr.io/recsys/recsys:0.1.0", description="The image with this project and `recsys` on PATH.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account: str = "recsys"
+    project_dir: str = Field("/opt/recsys", description="The repository root inside the image (RECSYS_PROJECT_DIR).")
+    home_claim: str = Field(
+        "recsys-home",
+        description="ReadWriteMany PersistentVolumeClaim mounted in every pod at home_mount (RECSYS_HOME): the lake, "
+        "the run folders and the model store the tasks share.",
+    )
+    home_mount: str = "/var/lib/recsys"
+    config_map: str | None = Field(
+        "recsys-config", description="ConfigMap whose keys become every pod's env (the RECSYS_* settings)."
+    )
+    env_secret: str | None = Field(
+        "recsys-env", description="Secret whose keys become every pod's env (passwords, URLs with credentials)."
+    )
+    pod_tasks: dict[str, PodResources] = Field(
+        default_factory=_default_pod_tasks,
+        description="Tasks that run as a KubernetesPodOperator (`recsys stage <task> <day|week>` in the image), with "
+        "their pod's resources; every other task runs in the executor's worker pod.",
+    )
+    startup_timeout_s: int = Field(600, ge=1, description="How long a task's pod may stay pending (image pull, GPU).")
+    train_workers: int = Field(
+        1, ge=1, description="TensorFlow workers of the train task (>1: MultiWorkerMirroredStrategy across pods)."
+    )
+    train_service: str = Field(
+        "recsys-train", description="Headless Service that gives the train worker pods their DNS names."
+    )
+    train_port: int = Field(2222, description="Port of TensorFlow's collective ops on each train worker.")
 
 
 class OrchestrationSettings(BaseModel):
@@ -251,6 +353,12 @@ class OrchestrationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    executor: Literal["local", "celery", "kubernetes"] = Field(
+        "local",
+        description="Airflow's executor (AIRFLOW__CORE__EXECUTOR, see recsys.orchestration.kubernetes.airflow_env); "
+        "with kubernetes, the tasks of kubernetes.pod_tasks run as pods of the recsys image.",
+    )
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     start_date: date = Field(
         date(2026, 11, 1), description="First daily partition of recsys_features (the scheduler catches up from it)."
     )
@@ -418,9 +526,13 @@ class Settings(BaseSettings):
     # feature store
     feast_repo: Path = Path("feature_repo")
     feast_registry: Path | None = None
-    online_store: Literal["sqlite", "redis"] = "sqlite"
+    online_store: Literal["sqlite", "redis", "redis_cluster"] = "sqlite"
     online_sqlite_path: Path | None = None
-    redis_url: str = "localhost:6379"
+    redis_url: str = Field(
+        "localhost:6379",
+        description="Feast's Redis connection string: host:port[,param=value...]; for redis_cluster the startup "
+        "nodes, comma separated (host1:6379,host2:6379,ssl=true).",
+    )
 
     # registry + serving
     bentoml_home: Path | None = None

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from recsys import lake
 from recsys.config import Settings, project_dir
@@ -71,7 +71,8 @@ def transform_stage(settings: Settings, start: datetime, end: datetime) -> dict[
             copied = sync_raw(settings.lake, settings.warehouse.postgres)
             result = build(settings, target="postgres", interval=(start, end))
             return {**result.summary(), "raw_partitions_copied": copied}
-        result = build(settings, target="duckdb", interval=(start, end))
+        # spark: the raw tables are the metastore's tables over the lake (docs/scale-out.md); dbt-spark builds on them
+        result = build(settings, target=settings.warehouse.target, interval=(start, end))
     return result.summary()
 
 
@@ -209,6 +210,7 @@ def training_set_stage(settings: Settings, start: datetime, end: datetime) -> di
 def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
     """Two-tower training on the run's saved training set → the model artifact in the run folder."""
     from recsys.features.training_set import TrainingData
+    from recsys.model.cluster import is_chief
     from recsys.model.evaluate import popular_item_ids
     from recsys.model.export import export_artifact
     from recsys.model.fit import EpochProgress, train
@@ -242,6 +244,9 @@ def train_stage(settings: Settings, start: datetime, end: datetime) -> dict[str,
         staging = out / f".artifact-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         export_artifact(trained, staging, popular_item_ids(data.train[["user_id", "item_id"]]), metadata)
+        if not is_chief():  # multi-worker (TF_CONFIG): every worker exports, only the chief keeps it
+            shutil.rmtree(staging)
+            return {"artifact": None, "train_rows": len(data.train), "test_rows": len(data.test)}
         shutil.rmtree(out / "artifact", ignore_errors=True)
         os.replace(staging, out / "artifact")
     return {"artifact": str(out / "artifact"), "train_rows": len(data.train), "test_rows": len(data.test)}
@@ -417,3 +422,25 @@ def dbt_finish_stage(settings: Settings, start: datetime, end: datetime) -> dict
         models = manifest_models(current_manifest(settings)) if target == "duckdb" else []
         fixed = drop_placeholder_rows(settings.marts, models)
     return {"target": target, "emptied_marts": fixed}
+
+
+def _evaluate_interval(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    return evaluate_stage(settings, start)
+
+
+# The stages a DAG task runs for its run's interval alone (no other task's result), by the DAG's task id, with the
+# period of that DAG: what `recsys stage <task> <day|week>` runs, in a pod of the recsys image on Kubernetes.
+INTERVAL_STAGES: dict[str, tuple[Literal["day", "week"], Any]] = {
+    "extract": ("day", extract_stage),
+    "validate_raw": ("day", validate_raw_stage),
+    "dbt_prepare": ("day", dbt_prepare_stage),
+    "dbt_build": ("day", transform_stage),
+    "dbt_finish": ("day", dbt_finish_stage),
+    "validate_marts": ("day", validate_marts_stage),
+    "encode_items": ("day", encode_stage),
+    "materialize": ("day", features_stage),
+    "check_freshness": ("day", freshness_stage),
+    "training_set": ("week", training_set_stage),
+    "train": ("week", train_stage),
+    "evaluate": ("week", _evaluate_interval),
+}

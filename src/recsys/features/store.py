@@ -4,7 +4,7 @@ The store is configured from :class:`recsys.config.Settings` (never from ``featu
 current directory). The definitions are those of ``recsys_repo.py`` in ``settings.feast_repo``, loaded once
 per process by path (not imported by name: nothing is added to ``sys.path`` or ``sys.modules``, nothing is
 read from the environment), with their batch sources bound to the configured warehouse: DuckDB over the
-Parquet marts, or PostgreSQL over the mart tables (``settings.warehouse.target``).
+Parquet marts, or PostgreSQL or Spark over the mart tables (``settings.warehouse.target``).
 """
 
 from __future__ import annotations
@@ -37,12 +37,19 @@ REPO_MODULE = "recsys_repo.py"  # the definitions file of the feature repo (feat
 
 
 def offline_store_config(settings: Settings) -> dict[str, Any]:
-    """Feast's ``offline_store`` block: DuckDB over the Parquet marts, or PostgreSQL over the mart tables.
+    """Feast's ``offline_store`` block: DuckDB over the Parquet marts, PostgreSQL or Spark over the mart tables.
 
     With ``warehouse.target: postgres`` it is the ``warehouse.postgres`` settings section (host, port, dbname, user,
     password, sslmode); ``db_schema`` is the schema of the dbt models, where Feast also creates its
-    temporary entity tables.
+    temporary entity tables. With ``spark`` it is Feast's Spark store with the session of ``warehouse.spark``
+    (``spark_conf``: master, the Hive metastore dbt-spark writes to; ``staging_location`` when set).
     """
+    if settings.warehouse.target == "spark":
+        spark = settings.warehouse.spark
+        config: dict[str, Any] = {"type": "spark", "spark_conf": dict(spark.spark_conf)}
+        if spark.staging_location:
+            config["staging_location"] = spark.staging_location
+        return config
     if settings.warehouse.target != "postgres":
         return {"type": "duckdb"}
     warehouse = settings.warehouse.postgres
@@ -59,7 +66,8 @@ def offline_store_config(settings: Settings) -> dict[str, Any]:
 
 
 def repo_config(settings: Settings, *, project: str = PROJECT) -> Any:
-    """The Feast ``RepoConfig`` of ``settings``: file registry, DuckDB/PostgreSQL offline, SQLite/Redis online.
+    """The Feast ``RepoConfig`` of ``settings``: file registry, DuckDB/PostgreSQL/Spark offline, SQLite/Redis (or
+    Redis Cluster) online.
 
     Both online stores are order-safe: a row older than the stored one for the same entity and view is not
     written (Redis: Feast's own event-time check; SQLite: ``recsys.features.online_sqlite``).
@@ -68,9 +76,15 @@ def repo_config(settings: Settings, *, project: str = PROJECT) -> Any:
 
     assert settings.feast_registry is not None and settings.online_sqlite_path is not None
     online: dict[str, Any]
-    if settings.online_store == "redis":
+    if settings.online_store in ("redis", "redis_cluster"):
         # Feast's Redis store compares event times and skips older rows unless skip_dedup: keep it off.
-        online = {"type": "redis", "connection_string": settings.redis_url, "skip_dedup": False}
+        # redis_cluster: redis_url lists the startup nodes (host1:6379,host2:6379[,ssl=true]).
+        online = {
+            "type": "redis",
+            "redis_type": settings.online_store,
+            "connection_string": settings.redis_url,
+            "skip_dedup": False,
+        }
     else:
         # Feast's SQLite store would let an older interval overwrite newer rows; ours keeps the newer ones.
         # Imported by name (not only by the class path string) so a bento ships the module (build_context).
@@ -132,6 +146,8 @@ def _bound_sources(repo: ModuleType, settings: Settings) -> dict[str, DataSource
     """The repo's batch sources at the locations ``settings`` configure (Parquet files or mart tables)."""
     if settings.warehouse.target == "postgres":
         return dict(repo.postgres_sources(settings.warehouse.postgres.schema_name))
+    if settings.warehouse.target == "spark":
+        return dict(repo.spark_sources(settings.warehouse.spark.schema_name))
     return dict(repo.file_sources(settings.marts, settings.embeddings_path))
 
 

@@ -3,11 +3,13 @@
 Importing the model package chooses no backend: Keras takes ``KERAS_BACKEND`` (default TensorFlow) when it is
 first imported. The model build (``recsys.model.build``) is backend-neutral Keras, so the accelerator check
 (``bench/gpu_check.py``) runs it on JAX; the code that is TensorFlow-only (``train``: ``tf.data`` input and
-``MirroredStrategy``) calls ``require_tensorflow`` first.
+``MirroredStrategy``, or ``MultiWorkerMirroredStrategy`` under a ``TF_CONFIG``) calls ``require_tensorflow`` first.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import sys
@@ -56,12 +58,33 @@ def gpus() -> list[Any]:
 
 
 def distribution_strategy() -> Any:
-    """``MirroredStrategy`` over the visible GPUs, else TensorFlow's default (single-device) strategy."""
+    """``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster (``recsys.model.cluster``), else
+    ``MirroredStrategy`` over the visible GPUs, else TensorFlow's default (single-device) strategy."""
     import tensorflow as tf
 
+    from recsys.model.cluster import current
+
+    if (config := current()) is not None:
+        task = config["task"]
+        log.info(
+            "training as %s %s of %d worker(s) with MultiWorkerMirroredStrategy",
+            task["type"],
+            task.get("index", 0),
+            len(config["cluster"]["worker"]),
+        )
+        return _multi_worker_strategy(json.dumps(config, sort_keys=True))
     devices = gpus()
     if devices:
         log.info("training on %d GPU(s) with MirroredStrategy", len(devices))
         return tf.distribute.MirroredStrategy()
     log.info("no GPU visible: training on CPU")
     return tf.distribute.get_strategy()
+
+
+@functools.cache
+def _multi_worker_strategy(config: str) -> Any:
+    """One ``MultiWorkerMirroredStrategy`` per process and cluster: TensorFlow configures its collective ops once,
+    so each ensemble member reuses it (``config`` is the cache key, the strategy reads ``TF_CONFIG`` itself)."""
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()

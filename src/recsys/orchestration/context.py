@@ -65,3 +65,17 @@ def interval(context: dict[str, Any], period: Period) -> tuple[datetime, datetim
     """``[start, end)`` of the run's day or week, as UTC datetimes."""
     start = lake.day_start(period_start(context, period))
     return start, start + LENGTH[period]
+
+
+def render_period_start(
+    dag_run: Any, params: Any, data_interval_start: Any, data_interval_end: Any, period: Period
+) -> str:
+    """:func:`period_start` as ``YYYY-MM-DD``, from the template context's variables: the Jinja macro
+    ``recsys_period_start`` of the DAGs, which puts a pod task's day or week on its ``recsys stage`` command line."""
+    context = {
+        "dag_run": dag_run,
+        "params": params,
+        "data_interval_start": data_interval_start,
+        "data_interval_end": data_interval_end,
+    }
+    return period_start(context, period).isoformat()

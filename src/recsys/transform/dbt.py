@@ -38,7 +38,7 @@ from recsys.transform.dbt_project import (
 
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 TARGET_ENV = "RECSYS_DBT_TARGET"
-Target = Literal["duckdb", "postgres"]
+Target = Literal["duckdb", "postgres", "spark"]
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,13 @@ def build(
 
 
 def invocation_env(settings: Settings, target: Target, postgres: PostgresSettings | None = None) -> dict[str, str]:
-    """Env vars ``dbt/profiles.yml`` and the sources read: the settings' paths, and the connection for postgres."""
+    """Env vars ``dbt/profiles.yml`` and the sources read: the settings' paths, and the connection for postgres or
+    spark."""
     env = dict(settings.tool_env())
     if target == "postgres":
         env.update((postgres or settings.warehouse.postgres).dbt_env())
+    elif target == "spark":
+        env.update(settings.warehouse.spark.dbt_env())
     return env
 
 
@@ -142,6 +145,8 @@ def invocation_vars(
     dbt_vars = {"recent_items_limit": str(settings.recent_items_limit)}
     if target == "postgres":
         dbt_vars["raw_schema"] = (postgres or settings.warehouse.postgres).raw_schema
+    elif target == "spark":
+        dbt_vars["raw_schema"] = settings.warehouse.spark.raw_schema
     if interval is not None:
         dbt_vars.update(_interval_vars(*interval))
     return dbt_vars
@@ -187,8 +192,10 @@ def ensure_manifest(settings: Settings) -> Path:
 
 def _target_from_env() -> Target:
     value = os.environ.get(TARGET_ENV, "duckdb")
-    if value not in ("duckdb", "postgres"):
-        raise TransformError(f"{TARGET_ENV}={value!r} is not a dbt target of dbt/profiles.yml: use duckdb or postgres.")
+    if value not in ("duckdb", "postgres", "spark"):
+        raise TransformError(
+            f"{TARGET_ENV}={value!r} is not a dbt target of dbt/profiles.yml: use duckdb, postgres or spark."
+        )
     return value  # type: ignore[return-value]
 
 

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 EMBEDDINGS_TABLE = "item_text_embedding"
+# The Spark warehouse is configuration for the scale-out (docs/scale-out.md): dbt-spark builds the marts and Feast's
+# Spark store reads them, but no Python stage here reads or writes Spark tables yet.
+SPARK_UNREAD = (
+    "{what} on the Spark warehouse is not supported: the mart gates and the embeddings table need a Spark "
+    "reader/writer this project does not have yet (docs/scale-out.md). Use warehouse.target duckdb or postgres."
+)
 # Row order of each mart, as its dbt model orders it; a text key compares bytewise (collation "C"), as DuckDB does.
 MART_ORDER: dict[str, tuple[tuple[str, bool], ...]] = {
     "interactions": (("event_id", True),),
@@ -44,8 +50,11 @@ _KEY_SQL = "item_id, content_hash, (extract(epoch from event_timestamp) * 100000
 def read_mart(settings: Settings, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The mart ``name`` (all rows; ``columns`` or all of them) from the configured warehouse.
 
-    Raises :class:`MissingMartError` when the mart has not been built (run the transform stage first).
+    Raises :class:`MissingMartError` when the mart has not been built (run the transform stage first), and
+    :class:`TransformError` on the Spark warehouse, whose marts only Feast's Spark offline store reads.
     """
+    if settings.warehouse.target == "spark":
+        raise TransformError(SPARK_UNREAD.format(what=f"reading the mart {name!r}"))
     if settings.warehouse.target == "postgres":
         return _read_postgres(settings.warehouse.postgres, name, columns)
     return _read_parquet(settings.marts / f"{name}.parquet", columns)
@@ -56,6 +65,9 @@ def mart_location(settings: Settings, name: str) -> Path:
     if settings.warehouse.target == "postgres":
         pg = settings.warehouse.postgres
         return Path(f"postgresql:{pg.host}:{pg.port}") / pg.dbname / f"{pg.schema_name}.{name}"
+    if settings.warehouse.target == "spark":
+        spark = settings.warehouse.spark
+        return Path(f"spark:{spark.host}:{spark.port}") / f"{spark.schema_name}.{name}"
     return settings.marts / f"{name}.parquet"
 
 
@@ -160,6 +172,8 @@ def publish_embeddings(settings: Settings, frame: pd.DataFrame, *, rebuilt: bool
     deleted, all in one transaction, so a re-run changes nothing. ``rebuilt=True`` (the Parquet cache was
     started from scratch, e.g. for a new checkpoint) replaces every row, since vectors of known keys may differ.
     """
+    if settings.warehouse.target == "spark":
+        raise TransformError(SPARK_UNREAD.format(what="publishing the item embeddings"))
     if settings.warehouse.target != "postgres":
         return 0
     from psycopg2 import sql
