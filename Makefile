@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 # recompile TensorFlow, Airflow and friends from source on each import.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: env demo test test-fast lint bench airflow clean
+.PHONY: env demo test test-fast lint bench airflow cluster cluster-down clean
 
 env: $(UV)
 	$(UV) sync --frozen
@@ -32,6 +32,12 @@ lint: env  ## ruff, and the import-linter layer contracts in pyproject.toml
 
 airflow: env  ## Airflow standalone on the embedded home: both DAGs and their runs in the UI (127.0.0.1:8080)
 	$(UV) run recsys airflow
+
+cluster: env  ## CeleryExecutor cluster as local processes (Postgres metadata, Redis broker, 2 workers); pids and logs under var/cluster
+	$(UV) run recsys cluster up
+
+cluster-down: env  ## stop the cluster's processes by their pids
+	$(UV) run recsys cluster down
 
 bench: env  ## benchmarks (BENCH="name ..." to pick); JSON results under bench/results/
 	$(UV) run python -m bench.run $(BENCH)

@@ -215,6 +215,51 @@ def airflow_ui(port: Annotated[int, typer.Option(help="Port of the Airflow UI an
         process.wait(timeout=60)
 
 
+cluster_app = typer.Typer(
+    help="A local CeleryExecutor cluster: Postgres metadata, Redis/RabbitMQ broker, scheduler, DAG processor, API "
+    "server and Celery workers as processes (pids and logs under {home}/cluster).",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up() -> None:
+    """Start the cluster and wait until the API server, scheduler, DAG processor and every worker are ready."""
+    from recsys.orchestration import cluster
+
+    settings = get_settings()
+    state = cluster.up(settings)
+    passwords = settings.home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    typer.echo(f"Airflow API and UI: {state['api_url']} (user admin, password in {passwords})")
+    for name, pid in state["pids"].items():
+        typer.echo(f"  {name}: pid {pid}, log {cluster.log_file(settings, name)}")
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop every component by its pid (SIGTERM, then SIGKILL after a minute); nothing running is no error."""
+    from recsys.orchestration import cluster
+
+    outcome = cluster.down(get_settings())
+    for name, what in outcome.items():
+        typer.echo(f"{name}: {what}")
+    if not outcome:
+        typer.echo("the cluster is not running")
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """Each component's pid and whether it is alive."""
+    from recsys.orchestration import cluster
+
+    found = cluster.status(get_settings())
+    for name, what in found.items():
+        typer.echo(f"{name}: {what}")
+    if not found:
+        typer.echo("the cluster is not running")
+
+
 @app.command()
 def recommend(
     user_id: list[int],

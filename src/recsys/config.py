@@ -347,6 +347,29 @@ class KubernetesSettings(BaseModel):
     train_port: int = Field(2222, description="Port of TensorFlow's collective ops on each train worker.")
 
 
+class ClusterSettings(BaseModel):
+    """The local CeleryExecutor cluster of ``recsys cluster up`` (``RECSYS_ORCHESTRATION__CLUSTER__*``): Airflow's
+    components as processes on this machine, with Postgres metadata and a Redis (or RabbitMQ) broker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata_url: str = Field(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/recsys_airflow",
+        description="SQLAlchemy URL of the Airflow metadata database (Postgres); `cluster up` creates the database "
+        "if it is missing. Also the Celery result backend (db+URL).",
+    )
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Celery broker: redis://host:port/db or amqp://user:password@host:5672// (RabbitMQ).",
+    )
+    workers: int = Field(2, ge=1, description="Celery workers, each a process group named recsys-worker-N.")
+    worker_concurrency: int = Field(1, ge=1, description="Task processes per Celery worker.")
+    api_port: int = Field(8080, ge=1, le=65535, description="Port of the API server (REST, UI, execution API).")
+    start_timeout_s: float = Field(
+        240.0, gt=0, description="How long `cluster up` waits for the API server, scheduler and workers."
+    )
+
+
 class OrchestrationSettings(BaseModel):
     """How the Airflow DAGs run (``RECSYS_ORCHESTRATION__*``): the schedule's start, where training runs, and the
     checks a new bento must pass before it is deployed."""
@@ -359,6 +382,7 @@ class OrchestrationSettings(BaseModel):
         "with kubernetes, the tasks of kubernetes.pod_tasks run as pods of the recsys image.",
     )
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     start_date: date = Field(
         date(2026, 11, 1), description="First daily partition of recsys_features (the scheduler catches up from it)."
     )
