@@ -235,6 +235,30 @@ def extract_interval(
     return ExtractResult(table, target, rows, len(quarantine))
 
 
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporary files of ``target`` whose writer is gone: a try killed mid-write (SIGKILL, a lost
+    Celery worker) cannot clean up after itself, so the next try does. A temporary file names its writer's pid
+    (``.part-0.parquet.tmp-PID``); one of a live process on this machine is kept."""
+    removed = []
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = stale.name.rpartition("-")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+            log.warning("removed %s, left by a writer that was killed", stale)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _write_partition(
     settings: Settings, table: str, start: datetime, end: datetime, target: Path, batch_size: int
 ) -> tuple[int, list[dict[str, Any]]]:
@@ -242,6 +266,7 @@ def _write_partition(
     schema = lake.partition_schema(table)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(target)
     quarantine: list[dict[str, Any]] = []
     rows = 0
     interval_col = pa.scalar(start, type=TS)

@@ -144,3 +144,18 @@ def test_only_a_lost_or_refused_connection_is_retried(driver_error: Exception, r
     from recsys.ingest.extract import _source_lost
 
     assert _source_lost(OperationalError("SELECT ...", {}, driver_error)) is retried
+
+
+def test_a_temporary_file_left_by_a_killed_writer_goes_and_a_live_writers_stays(site_settings: Settings) -> None:
+    import os
+    import subprocess
+
+    start, end = day_interval(DAY1)
+    folder = partition_path(site_settings.lake, "events", start).parent
+    folder.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is free: the writer was killed (a lost Celery worker)
+    (folder / f".part-0.parquet.tmp-{dead.pid}").write_bytes(b"PAR1 half a file")
+    (folder / f".part-0.parquet.tmp-{os.getppid()}").write_bytes(b"PAR1 another writer, alive")
+    extract_all(site_settings, start, end)
+    assert sorted(f.name for f in folder.iterdir()) == [f".part-0.parquet.tmp-{os.getppid()}", "part-0.parquet"]
