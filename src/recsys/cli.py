@@ -199,10 +199,7 @@ def train_week(week: Annotated[datetime, typer.Argument(formats=["%Y-%m-%d"], he
 @app.command("airflow")
 def airflow_ui(port: Annotated[int, typer.Option(help="Port of the Airflow UI and API on 127.0.0.1.")] = 8080) -> None:
     """Airflow standalone on the embedded home (SQLite metadata, this project's DAGs) until Ctrl-C."""
-    import os
-    import signal
-
-    from recsys.orchestration.local import standalone
+    from recsys.orchestration.local import standalone, stop_group
 
     settings = get_settings()
     process = standalone(settings, port)
@@ -211,8 +208,7 @@ def airflow_ui(port: Annotated[int, typer.Option(help="Port of the Airflow UI an
     try:
         process.wait()
     except KeyboardInterrupt:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        stop_group(process)
 
 
 cluster_app = typer.Typer(

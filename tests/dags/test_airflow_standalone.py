@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 
 import httpx
 import pytest
 
 from recsys.config import Settings
-from recsys.orchestration.local import standalone
+from recsys.orchestration.local import _group_alive, standalone, stop_group
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -47,6 +45,6 @@ def test_the_api_lists_both_dags(tmp_path) -> None:
                 pass
             time.sleep(2)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=120)
+        stop_group(process)
+    assert not _group_alive(process.pid), "standalone left processes behind"
     assert seen == ["recsys_features", "recsys_training"], f"the API listed {seen} within {STARTUP_S} s"

@@ -14,11 +14,7 @@ tests/e2e/test_dags.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +28,7 @@ import pytest
 from fixtures_bert import write_tiny_bert
 from recsys import lake
 from recsys.config import Settings
-from recsys.orchestration.local import standalone
+from recsys.orchestration.local import standalone, stop_group
 from recsys.sources.simulator import SimulationConfig, simulate
 from recsys.sources.writer import write_site
 from servers import free_port
@@ -84,17 +80,7 @@ def _catch_up(settings: Settings) -> list[dict[str, Any]]:
             time.sleep(10)
         raise AssertionError(f"the catchup did not finish in {TIMEOUT_S} s: {len(_runs(client))} runs")
     finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop standalone and everything it started (its session's process group), killing what lingers."""
-    os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=60)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # task processes that outlived the scheduler
-    process.wait(timeout=30)
+        stop_group(process)
 
 
 def _one_full_run(settings: Settings) -> None:

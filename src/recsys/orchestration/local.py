@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
-from datetime import UTC, date, datetime, time, timedelta
+import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -169,7 +172,7 @@ def run_features_day(settings: Settings, day: date, log_file: Path | None = None
     day's own run time (the day after it, 00:00 UTC) as its logical date rather than now, which lies past it.
     """
     end = settings.orchestration.end_date
-    logical = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC) if end else None
+    logical = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC) if end else None
     run_dag_test(settings, FEATURES_DAG, {"day": day.isoformat()}, log_file, logical)
 
 
@@ -215,13 +218,39 @@ def standalone_env(settings: Settings, port: int) -> dict[str, str]:
     return env
 
 
+def stop_group(process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    """Stop ``process`` and everything it started (its session's process group): SIGTERM, a wait of up to
+    ``timeout_s``, then SIGKILL to the group, since standalone's scheduler and its LocalExecutor workers can
+    outlive it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 15  # killed orphans are reaped by init a moment later
+    while time.monotonic() < deadline and _group_alive(process.pid):
+        time.sleep(0.2)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs (zombies do not count; Linux /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
 def standalone(settings: Settings, port: int = 8080) -> subprocess.Popen[bytes]:
     """Start ``airflow standalone`` (scheduler, DAG processor, triggerer, API server and UI) on the embedded home.
 
     Both DAGs appear in the UI with the runs ``recsys run`` / ``recsys train`` / the demo made there (they share
     the metadata database); new DAGs start paused. The admin password is in
     ``{home}/airflow/simple_auth_manager_passwords.json.generated``. The caller stops the returned process
-    group (``os.killpg``).
+    group (:func:`stop_group`).
     """
     env = standalone_env(settings, port)
     prepare(settings, env)
