@@ -504,6 +504,13 @@ class QualitySettings(BaseModel):
     items: ItemsQuality = ItemsQuality()
     marts: MartsQuality = MartsQuality()
     extraction: ExtractionQuality = ExtractionQuality()
+    chunk_rows: int = Field(
+        250_000,
+        ge=1,
+        description="Most rows a gate holds in memory. A partition (or a mart's interval) with more rows is "
+        "validated in buckets of about this size, hashed on each uniqueness key so that every duplicate "
+        "meets its twin, and the bucket results are merged into one verdict (recsys.validation.chunked).",
+    )
 
 
 class Settings(BaseSettings):

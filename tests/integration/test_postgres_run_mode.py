@@ -9,6 +9,7 @@ the real encoder on a tiny seeded checkpoint (tests/fixtures_bert.py).
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -276,3 +277,22 @@ def test_embeddings_table_mirrors_the_encoder_cache(runs: Runs) -> None:
     same(changed)
     publish_embeddings(pg, cache, rebuilt=True)
     same(cache)
+
+
+def test_the_marts_gate_in_buckets_on_postgres_agrees_with_one_frame(runs: Runs) -> None:
+    """Each mart's interval rows streamed from Postgres and gated in buckets of 3 rows: the same verdicts and
+    counts as in one frame, and the same rows as the DuckDB marts of the interval."""
+    from recsys.transform.warehouse import interval_rows
+    from recsys.validation.marts import gate_marts
+
+    pg = runs.pg
+    small = pg.model_copy(update={"quality": pg.quality.model_copy(update={"chunk_rows": 3})})
+    whole, in_buckets = gate_marts(pg, START, END), gate_marts(small, START, END)
+    for mart in MARTS:
+        assert in_buckets[mart].success and whole[mart].success, in_buckets[mart].summary()
+        counts = (in_buckets[mart].evaluated_expectations, in_buckets[mart].successful_expectations)
+        assert counts == (whole[mart].evaluated_expectations, whole[mart].successful_expectations)
+        rows = interval_rows(pg, mart, START, END)[0]
+        assert rows == interval_rows(runs.duck, mart, START, END)[0] > 0
+        stored = json.loads(in_buckets[mart].result_path.read_text())
+        assert stored["chunked"]["rows"] == rows if rows > 3 else "chunked" not in stored

@@ -15,7 +15,8 @@ into ``<schema>.item_text_embedding``, the Feast source of the ``item_text_embed
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ MART_ORDER: dict[str, tuple[tuple[str, bool], ...]] = {
     "user_recent_items": (("user_id", False), ("feature_date", False)),
 }
 _FETCH_ROWS = 50_000
+# Marts with one row per entity and day: their rows of a data interval are those of its days.
+DAILY_MARTS = ("user_daily_features", "item_daily_features", "user_recent_items")
 # The identity of an embeddings row: item, content version and its timestamp (in µs since the epoch).
 _KEY_SQL = "item_id, content_hash, (extract(epoch from event_timestamp) * 1000000)::bigint"
 
@@ -58,6 +61,95 @@ def read_mart(settings: Settings, name: str, columns: Sequence[str] | None = Non
     if settings.warehouse.target == "postgres":
         return _read_postgres(settings.warehouse.postgres, name, columns)
     return _read_parquet(settings.marts / f"{name}.parquet", columns)
+
+
+def interval_rows(
+    settings: Settings, name: str, start: datetime, end: datetime
+) -> tuple[int, pa.Schema, Callable[[], Iterator[pa.RecordBatch]]]:
+    """The mart rows of the data interval ``[start, end)`` without loading them: their count, Arrow schema, and
+    a reader of record batches (it may be called again; each call reads the rows afresh).
+
+    ``interactions`` rows by ``occurred_at``, the daily marts by ``feature_date`` (a day counts when its UTC
+    midnight lies in the interval), any other mart whole (``item_texts``: the current catalog).
+    """
+    if settings.warehouse.target == "spark":
+        raise TransformError(SPARK_UNREAD.format(what=f"reading the mart {name!r}"))
+    column, lo, hi = _interval_filter(name, start, end)
+    if settings.warehouse.target == "postgres":
+        return _postgres_interval(settings.warehouse.postgres, name, column, lo, hi)
+    return _parquet_interval(settings.marts / f"{name}.parquet", column, lo, hi)
+
+
+def _interval_filter(name: str, start: datetime, end: datetime) -> tuple[str | None, Any, Any]:
+    """The column that places a mart's row in time, and the bounds ``[lo, hi)`` an interval puts on it."""
+    from datetime import UTC, timedelta
+
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if name == "interactions":
+        return "occurred_at", start, end
+
+    def first_day_from(t: datetime) -> Any:  # the first day whose UTC midnight is at or after t
+        midnight = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        return t.date() if t == midnight else t.date() + timedelta(days=1)
+
+    if name in DAILY_MARTS:
+        return "feature_date", first_day_from(start), first_day_from(end)
+    return None, None, None
+
+
+def _parquet_interval(
+    path: Path, column: str | None, lo: Any, hi: Any
+) -> tuple[int, pa.Schema, Callable[[], Iterator[pa.RecordBatch]]]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise MissingMartError(f"No mart at {path}: run the transform stage (dbt build) first.")
+
+    def batches(columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        with pq.ParquetFile(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=_FETCH_ROWS, columns=columns):
+                if column is None:
+                    yield batch
+                    continue
+                values = batch.column(column)
+                keep = pc.and_(
+                    pc.greater_equal(values, pa.scalar(lo, values.type)), pc.less(values, pa.scalar(hi, values.type))
+                )
+                yield batch.filter(keep)
+
+    rows = sum(b.num_rows for b in batches([column] if column else None))
+    return rows, pq.read_schema(path), batches
+
+
+def _postgres_interval(
+    pg: PostgresSettings, name: str, column: str | None, lo: Any, hi: Any
+) -> tuple[int, pa.Schema, Callable[[], Iterator[pa.RecordBatch]]]:
+    from psycopg2 import sql
+
+    where, params = sql.SQL(""), ()
+    if column is not None:
+        where, params = sql.SQL(" where {c} >= %s and {c} < %s").format(c=sql.Identifier(column)), (lo, hi)
+    source = table(pg.schema_name, name)
+    with connect(pg) as conn:
+        _require_relation(conn, pg, name)
+        with conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("select count(*) from {}{}").format(source, where), params)
+            (rows,) = cur.fetchone()
+            cur.execute(sql.SQL("select * from {} limit 0").format(source))
+            schema = _arrow_schema(cur.description)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with connect(pg) as conn:
+            with conn, conn.cursor() as cur:
+                cur.execute("set time zone 'UTC'")
+            with conn, conn.cursor(name=f"interval_rows_{name}") as cur:
+                cur.itersize = _FETCH_ROWS
+                cur.execute(sql.SQL("select * from {}{}").format(source, where), params)
+                yield from _record_batches(cur)
+
+    return int(rows), schema, batches
 
 
 def mart_location(settings: Settings, name: str) -> Path:

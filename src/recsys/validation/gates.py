@@ -6,6 +6,7 @@ result JSON, and move a failing raw partition into quarantine with its validatio
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from recsys import lake
 from recsys.config import Settings
 from recsys.errors import ValidationFailedError
+from recsys.validation.chunked import RowSource, validate_in_buckets
 from recsys.validation.gx import ExpectationFailure, failures, file_context, run_checkpoint, write_json_atomically
 
 
@@ -106,17 +108,37 @@ def extraction_failures(settings: Settings, table: str, day_start: datetime, row
     ]
 
 
+_BATCH_ROWS = 65_536
+
+
 def read_raw_partition(partition: Path, table: str) -> tuple[Any, list[ExpectationFailure]]:
     """The partition as a pandas frame (Arrow-backed strings) and its schema failures against the contract."""
-    import pandas as pd
-    import pyarrow as pa
+    source, problems = raw_partition_source(partition, table)
+    return source.frame(), problems
+
+
+def raw_partition_source(partition: Path, table: str) -> tuple[RowSource, list[ExpectationFailure]]:
+    """The partition as a :class:`RowSource` (read in record batches, never whole) and its schema failures."""
     import pyarrow.parquet as pq
 
     if not partition.is_file():
         raise ValidationFailedError(f"No raw {table} partition at {partition}: run the extract stage first.")
-    data = pq.read_table(partition)
-    frame = data.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
-    return frame, schema_failures(data.schema, table)
+    meta = pq.ParquetFile(partition).metadata
+    schema = meta.schema.to_arrow_schema()
+
+    def read() -> Any:
+        with pq.ParquetFile(partition) as parquet:
+            yield from parquet.iter_batches(batch_size=_BATCH_ROWS)
+
+    return RowSource(meta.num_rows, schema, read, arrow_strings_to_pandas), schema_failures(schema, table)
+
+
+def arrow_strings_to_pandas(table: Any) -> Any:
+    """A pandas frame whose strings stay Arrow-backed (the raw gates' frames)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
 
 
 def schema_failures(schema: Any, table: str) -> list[ExpectationFailure]:
@@ -166,6 +188,47 @@ def run_gate(
         evaluated_expectations=int(stats["evaluated_expectations"]) + extra,
         successful_expectations=int(stats["successful_expectations"]),
         failures=tuple(found),
+        result_path=path,
+    )
+
+
+def run_gate_on_source(
+    settings: Settings,
+    suite: Any,
+    source: RowSource,
+    partition: Path,
+    day_start: datetime,
+    extra_failures: list[ExpectationFailure] | None = None,
+    derive: Callable[[Any], Any] = lambda frame: frame,
+) -> GateResult:
+    """:func:`run_gate` on ``source``: in one frame within ``quality.chunk_rows`` rows, else bucket by bucket
+    (:mod:`recsys.validation.chunked`, same verdict, bounded memory); never raises on bad data."""
+    chunk_rows = settings.quality.chunk_rows
+    if source.rows <= chunk_rows:
+        return run_gate(settings, suite, derive(source.frame()), partition, day_start, extra_failures)
+    result = validate_in_buckets(
+        file_context(gx_root(settings)),
+        suite,
+        source,
+        chunk_rows=chunk_rows,
+        run_name=f"{suite.name}-{lake.utc(day_start):%Y-%m-%d}",
+        workdir=settings.home / "tmp" / "gates",
+        derive=derive,
+    )
+    extra = list(extra_failures or [])
+    payload = result.to_json_dict()
+    payload["schema_failures"] = [f.describe() for f in extra]
+    payload["success"] = result.success and not extra
+    path = result_path(settings, suite.name, day_start)
+    write_json_atomically(path, payload)
+    stats = result.statistics()
+    return GateResult(
+        suite=suite.name,
+        partition=partition,
+        success=payload["success"],
+        evaluated_expectations=stats["evaluated_expectations"] + len(extra),
+        successful_expectations=stats["successful_expectations"],
+        failures=tuple([*extra, *result.failures()]),
         result_path=path,
     )
 

@@ -59,33 +59,33 @@ def failures(result: Any) -> list[ExpectationFailure]:
 
 def _failure(r: Any) -> ExpectationFailure:
     details = r.result or {}
-    exception = _exception_message(r.exception_info or {})
+    exception = exception_message(r.exception_info or {})
     kwargs = r.expectation_config.kwargs
     column = kwargs.get("column") or (",".join(kwargs["column_list"]) if kwargs.get("column_list") else None)
     detail = None
     if "observed_value" in details and details.get("unexpected_count") is None and not exception:
-        detail = f"observed {_plain_observed(details['observed_value'])}; expected {_expected(kwargs)}"
+        detail = f"observed {plain_observed(details['observed_value'])}; expected {describe_expected(kwargs)}"
     return ExpectationFailure(
         expectation=r.expectation_config.type,
         column=column,
         detail=detail,
         unexpected_count=details.get("unexpected_count"),
         element_count=details.get("element_count"),
-        sample=tuple(_plain(v) for v in (details.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]),
+        sample=tuple(plain(v) for v in (details.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]),
         exception=exception,
     )
 
 
-def _plain_observed(value: Any) -> Any:
-    return [_plain(v) for v in value] if isinstance(value, list) else _plain(value)
+def plain_observed(value: Any) -> Any:
+    return [plain(v) for v in value] if isinstance(value, list) else plain(value)
 
 
-def _expected(kwargs: dict[str, Any]) -> str:
+def describe_expected(kwargs: dict[str, Any]) -> str:
     shown = {k: v for k, v in kwargs.items() if k not in ("batch_id", "column", "result_format") and v is not None}
     return ", ".join(f"{k}={v!r}" for k, v in shown.items())
 
 
-def _exception_message(info: dict[str, Any]) -> str | None:
+def exception_message(info: dict[str, Any]) -> str | None:
     """GX reports an exception either flat or keyed by metric; return the first message."""
     if "raised_exception" in info:
         return info.get("exception_message") if info.get("raised_exception") else None
@@ -95,7 +95,7 @@ def _exception_message(info: dict[str, Any]) -> str | None:
     return None
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Values that print and serialise plainly: missing as None, timestamps as ISO strings, numpy as Python."""
     import pandas as pd
 
@@ -104,7 +104,7 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if hasattr(value, "tolist") and getattr(value, "ndim", 0):  # list-valued columns (recent_item_ids, ...)
-        return [_plain(v) for v in value.tolist()]
+        return [plain(v) for v in value.tolist()]
     return value.item() if hasattr(value, "item") else value
 
 

@@ -8,26 +8,20 @@ from typing import Any
 from recsys import lake
 from recsys.config import QualitySettings, Settings
 from recsys.errors import MissingMartError, ValidationFailedError
-from recsys.transform.warehouse import mart_location, read_mart
-from recsys.validation.gates import GateResult, run_gate
+from recsys.transform.warehouse import interval_rows, mart_location
+from recsys.validation.chunked import RowSource
+from recsys.validation.gates import GateResult, run_gate_on_source
 from recsys.validation.suites import RECENT_COUNT, mart_suites
 
 
-def mart_rows(settings: Settings, mart: str, start: datetime, end: datetime) -> Any:
-    """The mart rows of ``[start, end)``: events by ``occurred_at``, daily marts by ``feature_date``,
-    ``item_texts`` whole (the current catalog)."""
-    import pandas as pd
-
+def mart_rows(settings: Settings, mart: str, start: datetime, end: datetime) -> RowSource:
+    """The mart rows of ``[start, end)`` as a :class:`RowSource`: events by ``occurred_at``, daily marts by
+    ``feature_date``, ``item_texts`` whole (the current catalog). Read in batches where the mart lives."""
     try:
-        frame = read_mart(settings, mart)
+        rows, schema, read = interval_rows(settings, mart, start, end)
     except MissingMartError as exc:
         raise ValidationFailedError(str(exc)) from exc
-    if mart == "interactions":
-        return frame[(frame["occurred_at"] >= start) & (frame["occurred_at"] < end)].reset_index(drop=True)
-    if "feature_date" in frame.columns:
-        days = pd.to_datetime(frame["feature_date"]).dt.tz_localize("UTC")
-        return frame[(days >= start) & (days < end)].reset_index(drop=True)
-    return frame
+    return RowSource(rows, schema, read, lambda table: table.to_pandas())
 
 
 def gate_marts(
@@ -40,12 +34,13 @@ def gate_marts(
         cfg.marts, min_interactions=min(cfg.events.min_rows, 1), recent_items_limit=settings.recent_items_limit
     )
     return {
-        mart: run_gate(
+        mart: run_gate_on_source(
             settings,
             suite,
-            _with_derived(mart, mart_rows(settings, mart, start, end)),
+            mart_rows(settings, mart, start, end),
             mart_location(settings, mart),
             start,
+            derive=lambda frame, mart=mart: _with_derived(mart, frame),
         )
         for mart, suite in suites.items()
     }

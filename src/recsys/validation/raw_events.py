@@ -21,9 +21,9 @@ from recsys.validation.gates import (
     GateResult,
     extraction_failures,
     previous_partition_rows,
-    read_raw_partition,
+    raw_partition_source,
     result_path,
-    run_gate,
+    run_gate_on_source,
 )
 from recsys.validation.suites import (
     DUPLICATE_EXEMPT_COLUMN,
@@ -67,14 +67,20 @@ def gate_raw_events(
     start, end = lake.check_interval(interval_start, interval_end)
     cfg = config or settings.quality.events
     partition = raw_events_partition(settings, start)
-    frame, schema_problems = read_raw_partition(partition, "events")
-    schema_problems += extraction_failures(settings, "events", start, len(frame))
-    check_catalog = "item_id" in frame.columns and not any(f.column == "item_id" for f in schema_problems)
-    if check_catalog:
-        known = known_item_ids(settings, end)
-        frame[UNKNOWN_ITEM_COLUMN] = frame["item_id"].astype("Int64").where(~frame["item_id"].isin(known))
-    if cfg.duplicate_key and cfg.duplicate_exempt_event_types:
-        frame[DUPLICATE_EXEMPT_COLUMN] = duplicate_exempt_ids(frame, cfg.duplicate_exempt_event_types)
+    source, schema_problems = raw_partition_source(partition, "events")
+    schema_problems += extraction_failures(settings, "events", start, source.rows)
+    check_catalog = "item_id" in source.schema.names and not any(f.column == "item_id" for f in schema_problems)
+    known = known_item_ids(settings, end) if check_catalog else None
+    exempt = bool(cfg.duplicate_key and cfg.duplicate_exempt_event_types)
+
+    def derive(frame: Any) -> Any:
+        """The derived columns the suite checks, row by row (so they hold in any bucket of rows)."""
+        if check_catalog:
+            frame[UNKNOWN_ITEM_COLUMN] = frame["item_id"].astype("Int64").where(~frame["item_id"].isin(known))
+        if exempt:
+            frame[DUPLICATE_EXEMPT_COLUMN] = duplicate_exempt_ids(frame, cfg.duplicate_exempt_event_types)
+        return frame
+
     suite = raw_events_suite(
         start - max(settings.late_data_overlap, settings.max_event_lateness),
         end,
@@ -83,7 +89,7 @@ def gate_raw_events(
         previous_rows=previous_partition_rows(settings, "events", start),
         check_catalog=check_catalog,
     )
-    return run_gate(settings, suite, frame, partition, start, schema_problems)
+    return run_gate_on_source(settings, suite, source, partition, start, schema_problems, derive)
 
 
 def validate_raw_events(settings: Settings, interval_start: datetime, interval_end: datetime) -> GateResult:

@@ -10,8 +10,8 @@ from recsys.validation.gates import (
     GateResult,
     extraction_failures,
     previous_partition_rows,
-    read_raw_partition,
-    run_gate,
+    raw_partition_source,
+    run_gate_on_source,
 )
 from recsys.validation.suites import raw_items_suite
 
@@ -24,8 +24,8 @@ def gate_raw_items(
     start, end = lake.check_interval(interval_start, interval_end)
     cfg = config or settings.quality.items
     partition = lake.partition_path(settings.lake, "items", start)
-    frame, schema_problems = read_raw_partition(partition, "items")
-    schema_problems += extraction_failures(settings, "items", start, len(frame))
+    source, schema_problems = raw_partition_source(partition, "items")
+    schema_problems += extraction_failures(settings, "items", start, source.rows)
     suite = raw_items_suite(
         start - settings.late_data_overlap,
         end,
@@ -33,4 +33,4 @@ def gate_raw_items(
         now=datetime.now(UTC),
         previous_rows=previous_partition_rows(settings, "items", start),
     )
-    return run_gate(settings, suite, frame, partition, start, schema_problems)
+    return run_gate_on_source(settings, suite, source, partition, start, schema_problems)
