@@ -151,6 +151,12 @@ def _serving() -> dict:
     return serving.run()
 
 
+def _scale() -> dict:
+    from bench import scale
+
+    return scale.run()
+
+
 BENCHES = {
     "extract_sqlite": bench_extract,
     "extract_services": _service_extract,
@@ -160,6 +166,7 @@ BENCHES = {
     "model_throughput": _model_throughput,
     "serving": _serving,
     "cold_users": _cold_users,
+    "scale": _scale,
 }
 
 

@@ -5,10 +5,31 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+
+def cluster_env(tmp: Path, metadata_db: str, broker_port: int, api_port: int) -> dict[str, str]:
+    """The environment of a test cluster: its home under ``tmp``, Postgres metadata (database ``metadata_db``),
+    the broker on a private Redis, the single dbt task, and a start date after the simulated days (unpausing starts
+    no catchup: every run is one the test triggers)."""
+    return {
+        "RECSYS_HOME": str(tmp / "cluster_home"),
+        "RECSYS_ORCHESTRATION__CLUSTER__METADATA_URL": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metadata_db}",
+        "RECSYS_ORCHESTRATION__CLUSTER__BROKER_URL": f"redis://127.0.0.1:{broker_port}/0",
+        "RECSYS_ORCHESTRATION__CLUSTER__API_PORT": str(api_port),
+        "RECSYS_ORCHESTRATION__DBT_TASKS": "single",
+        "RECSYS_ORCHESTRATION__START_DATE": (date.today() + timedelta(days=30)).isoformat(),
+    }
+
+
+def task_instance(client: httpx.Client, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+    answer = client.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+    answer.raise_for_status()
+    return answer.json()
 
 
 def api_client(base: str, home: Path) -> httpx.Client:

@@ -145,3 +145,106 @@ class MariaDBServer:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class PostgresServer:
+    """A private PostgreSQL (its own data directory, port and socket under ``root``) that a test may restart.
+
+    Never the shared server on 5432, which other tests use. Trust authentication for ``postgres`` on 127.0.0.1,
+    as on the shared server; ``fsync`` off (a test server). Run as the ``postgres`` user when the tests run as
+    root (the server refuses root): its folder is then a fresh one under the system temp directory, owned by that
+    user (a test's tmp_path is not reachable for it). ``restart()`` is a fast shutdown (every session is
+    terminated, as in a failover or a maintenance restart) and a start on the same port; ``remove()`` stops the
+    server and deletes its folder.
+    """
+
+    def __init__(self) -> None:
+        search = os.pathsep.join(
+            [os.environ.get("PATH", ""), *sorted(str(p) for p in Path("/usr/lib/postgresql").glob("*/bin"))]
+        )
+        initdb, daemon = shutil.which("initdb", path=search), shutil.which("postgres", path=search)
+        if initdb is None or daemon is None:
+            unavailable("a private PostgreSQL (initdb and postgres, Debian package postgresql)")
+        self.initdb, self.daemon = str(initdb), str(daemon)
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="recsys-test-postgres-"))
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+        self._as: dict[str, str] = {"user": "postgres", "group": "postgres"} if as_root else {}
+        if as_root:
+            shutil.chown(self.root, "postgres", "postgres")
+
+    def url(self, dbname: str = "postgres") -> str:
+        """SQLAlchemy URL of a database on the server."""
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _initialise(self) -> None:
+        done = subprocess.run(
+            [self.initdb, "-D", str(self.root / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            capture_output=True, text=True, timeout=120, cwd=self.root, **self._as,
+        )  # fmt: skip
+        if done.returncode != 0:
+            unavailable(f"a private PostgreSQL (initdb failed: {done.stderr[-300:]})")
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start (initialising the data directory the first time) and wait until it accepts a connection."""
+        if not (self.root / "data" / "PG_VERSION").is_file():
+            self._initialise()
+        log = (self.root / "postgres.log").open("ab")
+        self.proc = subprocess.Popen(
+            [self.daemon, "-D", str(self.root / "data"), "-p", str(self.port), "-k", str(self.root),
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
+            stdout=log, stderr=log, cwd=self.root, **self._as,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = (self.root / "postgres.log").read_text(errors="replace")[-400:]
+                unavailable(f"a private PostgreSQL on port {self.port} (exited: {tail})")
+            if self.answers():
+                return
+            time.sleep(0.1)
+        self.stop()
+        unavailable(f"a private PostgreSQL on port {self.port} (no answer within {timeout_s:.0f} s)")
+
+    def answers(self) -> bool:
+        import psycopg2
+
+        try:
+            psycopg2.connect(
+                host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", connect_timeout=1
+            ).close()
+            return True
+        except psycopg2.OperationalError:
+            return False
+
+    def create_database(self, name: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'create database "{name}"')
+        conn.close()
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT: sessions terminated, then a clean checkpoint); killed after 30 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from airflow_api import api_client, task_instances, trigger, wait_for_dags, wait_for_runs
+from airflow_api import api_client, cluster_env, task_instances, trigger, wait_for_dags, wait_for_runs
 
 from recsys import lake
 from recsys.config import Settings
@@ -92,16 +92,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, S
     broker.start()
     try:
         with fresh_postgres_database("recsys_celery") as metadata, pytest.MonkeyPatch.context() as mp:
-            env = {
-                "RECSYS_HOME": str(tmp / "cluster_home"),
-                "RECSYS_ORCHESTRATION__CLUSTER__METADATA_URL": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metadata}",
-                "RECSYS_ORCHESTRATION__CLUSTER__BROKER_URL": f"redis://127.0.0.1:{broker.port}/0",
-                "RECSYS_ORCHESTRATION__CLUSTER__API_PORT": str(free_port()),
-                "RECSYS_ORCHESTRATION__DBT_TASKS": "single",
-                # after the simulated days: unpausing starts no catchup, every run is one the test triggers
-                "RECSYS_ORCHESTRATION__START_DATE": (date.today() + timedelta(days=30)).isoformat(),
-                **small_model_env(tmp),
-            }
+            env = {**cluster_env(tmp, metadata, broker.port, free_port()), **small_model_env(tmp)}
             for key, value in env.items():
                 mp.setenv(key, value)
             site = simulate(CFG)

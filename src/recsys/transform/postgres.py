@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from recsys.config import PostgresSettings
 
 LOADED_TABLE = "_loaded_partitions"  # per raw table and day: the fingerprint of the file last loaded
+_COPY_ROWS = 100_000  # rows per COPY statement when loading a partition (bounds the loader's memory)
 
 
 @contextmanager
@@ -173,11 +174,13 @@ def _replace_partition(conn: Any, schema: str, name: str, day: date, path: Path 
         if path is None:
             return 0
         fingerprint = _fingerprint(path)
-        data, rows = _as_csv(path, name, columns)
         copy = sql.SQL("copy {} ({}) from stdin with (format csv)").format(
             target, sql.SQL(", ").join(map(sql.Identifier, columns))
         )
-        cur.copy_expert(copy, data)
+        rows = 0
+        for data, n in _as_csv(path, name, columns):  # one COPY per record batch: memory stays one batch
+            cur.copy_expert(copy, data)
+            rows += n
         cur.execute(
             sql.SQL("insert into {} (table_name, day, fingerprint) values (%s, %s, %s)").format(loaded),
             (name, day, fingerprint),
@@ -185,29 +188,32 @@ def _replace_partition(conn: Any, schema: str, name: str, day: date, path: Path 
         return rows
 
 
-def _as_csv(path: Path, name: str, columns: list[str]) -> tuple[io.BytesIO, int]:
-    """The partition as CSV for COPY: nulls empty and unquoted, every value quoted, lists as array literals."""
+def _as_csv(path: Path, name: str, columns: list[str]) -> Iterator[tuple[io.BytesIO, int]]:
+    """The partition as CSV for COPY, one record batch at a time: nulls empty and unquoted, every value quoted,
+    lists as array literals."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    data = pq.read_table(path)
-    missing = [n for n in columns if n not in data.column_names]
-    if missing:
-        raise TransformError(
-            f"{path} lacks column(s) {missing} of the raw {name} contract: the raw gate should have "
-            "quarantined it; re-extract the interval."
-        )
-    data = data.select(columns)
-    for i, field in enumerate(data.schema):
-        if pa.types.is_list(field.type):
-            literal = pa.array([_pg_array(v) for v in data.column(i).to_pylist()], type=pa.string())
-            data = data.set_column(i, field.name, literal)
-    out = io.BytesIO()
-    options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
-    pacsv.write_csv(data, out, write_options=options)
-    out.seek(0)
-    return out, data.num_rows
+    with pq.ParquetFile(path) as parquet:
+        missing = [n for n in columns if n not in parquet.schema_arrow.names]
+        if missing:
+            raise TransformError(
+                f"{path} lacks column(s) {missing} of the raw {name} contract: the raw gate should have "
+                "quarantined it; re-extract the interval."
+            )
+        for batch in parquet.iter_batches(batch_size=_COPY_ROWS, columns=columns):
+            data = pa.Table.from_batches([batch]).select(columns)
+            for i, field in enumerate(data.schema):
+                if pa.types.is_list(field.type):
+                    literal = pa.array([_pg_array(v) for v in data.column(i).to_pylist()], type=pa.string())
+                    data = data.set_column(i, field.name, literal)
+            out = io.BytesIO()
+            pacsv.write_csv(
+                data, out, write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+            )
+            out.seek(0)
+            yield out, data.num_rows
 
 
 def _pg_array(values: list[str | None] | None) -> str | None:
