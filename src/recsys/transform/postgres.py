@@ -195,14 +195,14 @@ def _as_csv(path: Path, name: str, columns: list[str]) -> Iterator[tuple[io.Byte
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path) as parquet:
+    with pq.ParquetFile(path, pre_buffer=False) as parquet:
         missing = [n for n in columns if n not in parquet.schema_arrow.names]
         if missing:
             raise TransformError(
                 f"{path} lacks column(s) {missing} of the raw {name} contract: the raw gate should have "
                 "quarantined it; re-extract the interval."
             )
-        for batch in parquet.iter_batches(batch_size=_COPY_ROWS, columns=columns):
+        for batch in parquet.iter_batches(batch_size=_COPY_ROWS, columns=columns, use_threads=False):
             data = pa.Table.from_batches([batch]).select(columns)
             for i, field in enumerate(data.schema):
                 if pa.types.is_list(field.type):

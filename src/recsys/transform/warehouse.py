@@ -108,8 +108,8 @@ def _parquet_interval(
         raise MissingMartError(f"No mart at {path}: run the transform stage (dbt build) first.")
 
     def batches(columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        with pq.ParquetFile(path) as parquet:
-            for batch in parquet.iter_batches(batch_size=_FETCH_ROWS, columns=columns):
+        with pq.ParquetFile(path, pre_buffer=False) as parquet:
+            for batch in parquet.iter_batches(batch_size=_FETCH_ROWS, columns=columns, use_threads=False):
                 if column is None:
                     yield batch
                     continue

@@ -14,6 +14,7 @@ bucket plus one record batch, whatever the partition's size.
 
 from __future__ import annotations
 
+import gc
 import math
 import tempfile
 from collections.abc import Callable, Iterator
@@ -273,6 +274,7 @@ def validate_in_buckets(
                     context, sub, frame, run_name=f"{run_name}-pass{p}-bucket{b:05d}", build_docs=last
                 )
                 del frame
+                gc.collect()  # GX's validation objects hold the bucket's frame in reference cycles: free it now
                 path.unlink()
                 for r in result.results:
                     accs[_identity(r.expectation_config.type, r.expectation_config.kwargs)].add(r)

@@ -127,8 +127,9 @@ def raw_partition_source(partition: Path, table: str) -> tuple[RowSource, list[E
     schema = meta.schema.to_arrow_schema()
 
     def read() -> Any:
-        with pq.ParquetFile(partition) as parquet:
-            yield from parquet.iter_batches(batch_size=_BATCH_ROWS)
+        with pq.ParquetFile(partition, pre_buffer=False) as parquet:
+            # Neither pre-buffering nor threads: either makes pyarrow hold read-ahead data that grows with the file
+            yield from parquet.iter_batches(batch_size=_BATCH_ROWS, use_threads=False)
 
     return RowSource(meta.num_rows, schema, read, arrow_strings_to_pandas), schema_failures(schema, table)
 
