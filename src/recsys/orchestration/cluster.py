@@ -2,8 +2,10 @@
 
 Postgres holds the metadata (and the Celery results), Redis or RabbitMQ is the broker; the scheduler, the DAG
 processor, the API server (REST API, UI and the execution API the task processes report to) and
-``orchestration.cluster.workers`` Celery workers each run as a process group of their own. Their pid files and
-logs are under ``{home}/cluster``; ``down`` stops each by its pid. The same DAG files and settings as the embedded
+``orchestration.cluster.workers`` Celery workers each run as a process group of their own, under a supervisor
+that starts the component again when it exits on its own (``recsys.orchestration.supervise``: the scheduler exits
+when its metadata database restarts). Their pid files, restart counts and logs are under ``{home}/cluster``;
+``down`` stops each by its pid. The same DAG files and settings as the embedded
 mode: only the ``AIRFLOW__*`` environment differs.
 
 This module is imported by every task process (``worker_hostname`` is Airflow's ``hostname_callable``): keep its
@@ -127,6 +129,19 @@ def _pid_file(settings: Settings, name: str) -> Path:
     return cluster_dir(settings) / f"{name}.pid"
 
 
+def _restarts_file(settings: Settings, name: str) -> Path:
+    return cluster_dir(settings) / f"{name}.restarts"
+
+
+def restarts(settings: Settings) -> dict[str, int]:
+    """``{component: times its supervisor started it again}`` since ``up`` (components never restarted: absent)."""
+    found = {}
+    for path in sorted(cluster_dir(settings).glob("*.restarts")) if cluster_dir(settings).is_dir() else []:
+        with contextlib.suppress(ValueError):
+            found[path.stem] = int(path.read_text().strip())
+    return found
+
+
 def log_file(settings: Settings, name: str) -> Path:
     return cluster_dir(settings) / "logs" / f"{name}.log"
 
@@ -193,9 +208,15 @@ def up(settings: Settings) -> dict[str, Any]:
     for component in components(settings, env):
         path = log_file(settings, component.name)
         path.parent.mkdir(parents=True, exist_ok=True)
+        restarts = _restarts_file(settings, component.name)
+        restarts.unlink(missing_ok=True)
+        # each component under a supervisor that starts it again when it exits on its own (a metadata database
+        # restart makes the scheduler exit): recsys.orchestration.supervise
+        supervised = [sys.executable, "-m", "recsys.orchestration.supervise", component.name,
+                      "--restarts-file", str(restarts), "--", airflow, *component.args]  # fmt: skip
         with path.open("ab") as fh:
             process = subprocess.Popen(
-                [airflow, *component.args], env=component.env, stdout=fh, stderr=subprocess.STDOUT,
+                supervised, env=component.env, stdout=fh, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         _pid_file(settings, component.name).write_text(f"{process.pid}\n")
@@ -275,4 +296,9 @@ def down(settings: Settings, timeout_s: float = 60.0) -> dict[str, str]:
 
 def status(settings: Settings) -> dict[str, str]:
     """``{component: "running (pid N)" | "dead (pid N)"}`` from the pid files (empty: the cluster is down)."""
-    return {name: f"{'running' if _alive(pid) else 'dead'} (pid {pid})" for name, pid in _running(settings).items()}
+    again = restarts(settings)
+    return {
+        name: f"{'running' if _alive(pid) else 'dead'} (pid {pid})"
+        + (f", restarted {again[name]}x" if name in again else "")
+        for name, pid in _running(settings).items()
+    }
