@@ -6,16 +6,22 @@ extract task runs (held inside its stage by a lock on the SQLite source), Postgr
 shutdown: every session of the scheduler, the DAG processor, the API server and the workers is terminated, and
 the server is back a moment later. Expected: the run completes (every task succeeded), the scheduler and
 workers are still up, and the day's partitions are byte-identical to an extraction of the same day in this
-process (nothing written twice or half).
+process (nothing written twice or half). Whether the scheduler outlives the restart depends on where its loop
+was (Airflow retries some of its queries; a query cut off mid-flight makes it exit, as Airflow expects a process
+manager to start it again): the test then kills the scheduler and checks that its supervisor
+(``recsys.orchestration.supervise``) starts it again and the API reports it healthy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,15 +106,38 @@ def _restart_mid_run(settings: Settings, metadata: PostgresServer) -> dict[str, 
         client = api_client(state["api_url"], settings.home)
         wait_for_runs(client, "recsys_features", [run_id], deadline)
         run = client.get(f"/dags/recsys_features/dagRuns/{run_id}").json()
-        return {
+        outcome = {
             "run": run,
             "tasks": task_instances(client, "recsys_features", run_id),
             "components": cluster.status(settings),
+            "restarts_after_run": cluster.restarts(settings),
             "down_s": down_s,
+        }
+        # Whether the scheduler survives a restart depends on where its loop was (a query cut off mid-flight makes
+        # it exit). Make it exit: its supervisor must start it again and the API must see it healthy.
+        supervisor = int((cluster.cluster_dir(settings) / "scheduler.pid").read_text())
+        [scheduler] = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        os.kill(int(scheduler), signal.SIGKILL)
+        while cluster.restarts(settings).get("scheduler", 0) < 1 or not _scheduler_healthy(state["api_url"]):
+            assert time.monotonic() < deadline, cluster.status(settings)
+            time.sleep(1)
+        return outcome | {
+            "restarts_after_kill": cluster.restarts(settings),
+            "status_after_kill": cluster.status(settings),
         }
     finally:
         lock.close()
         cluster.down(settings)
+
+
+def _scheduler_healthy(api_url: str) -> bool:
+    import httpx
+
+    try:
+        health = httpx.get(f"{api_url}/api/v2/monitor/health", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return (health.get("scheduler") or {}).get("status") == "healthy"
 
 
 def test_the_run_completes_after_the_restart(restarted_run: dict[str, Any]) -> None:
@@ -119,6 +148,14 @@ def test_the_run_completes_after_the_restart(restarted_run: dict[str, Any]) -> N
 def test_the_components_are_still_up(restarted_run: dict[str, Any]) -> None:
     status = restarted_run["components"]
     assert status and all(state.startswith("running") for state in status.values()), status
+    print(f"metadata down {restarted_run['down_s']:.1f} s; supervisor restarts: {restarted_run['restarts_after_run']}")
+
+
+def test_a_scheduler_that_exits_is_started_again_by_its_supervisor(restarted_run: dict[str, Any]) -> None:
+    assert (
+        restarted_run["restarts_after_kill"]["scheduler"] == restarted_run["restarts_after_run"].get("scheduler", 0) + 1
+    )
+    assert restarted_run["status_after_kill"]["scheduler"].startswith("running")
 
 
 def test_the_partitions_equal_an_extraction_without_the_restart(restarted_run: dict[str, Any]) -> None:
